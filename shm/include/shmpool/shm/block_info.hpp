@@ -1,0 +1,35 @@
+// Inspection of the blocks in /dev/shm: what `shmpool ls` shows. Reads only; never changes a block.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shmpool {
+
+/// What the file system says about one shared-memory block.
+struct BlockInfo {
+    std::string name;   ///< without the leading slash
+    std::size_t size = 0;
+    unsigned uid = 0;   ///< owning user
+    std::string owner;  ///< the user's name, or the uid in decimal if it has none
+    unsigned mode = 0;  ///< permission bits, e.g. 0600
+    std::chrono::system_clock::time_point modified;
+    /// Whether it holds a valid ShareableList layout; empty if it could not be read.
+    std::optional<bool> shareable_list;
+};
+
+/// Directory holding POSIX shared memory on this system ("/dev/shm" on Linux).
+std::string_view shm_directory() noexcept;
+
+/// All blocks in shm_directory(), sorted by name (POSIX semaphores, "sem.*", are left out).
+/// Throws std::system_error if the directory cannot be read.
+std::vector<BlockInfo> list_blocks();
+
+/// The block `name`, or nothing if there is no such block. Throws std::invalid_argument for a
+/// bad name, std::system_error for other failures than ENOENT.
+std::optional<BlockInfo> stat_block(std::string_view name);
+
+}  // namespace shmpool

@@ -1,0 +1,84 @@
+// Listing and inspecting /dev/shm for `shmpool ls`; read-only: opens blocks O_RDONLY, never writes.
+#include "shmpool/shm/block_info.hpp"
+
+#include <pwd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <filesystem>
+#include <system_error>
+
+#include <fmt/format.h>
+
+#include "internal.hpp"
+#include "posix/sys.hpp"
+#include "shmpool/shm/shareable_list.hpp"
+
+namespace shmpool {
+namespace {
+
+std::string user_name(uid_t uid) {
+    struct passwd pw {};
+    struct passwd* result = nullptr;
+    char buf[1024];
+    if (::getpwuid_r(uid, &pw, buf, sizeof buf, &result) == 0 && result != nullptr) {
+        return result->pw_name;
+    }
+    return std::to_string(uid);
+}
+
+std::optional<bool> parses_as_list(const std::string& name) {
+    try {
+        SharedMemory shm = SharedMemory::attach(name, {.access = Access::read_only});
+        return ShareableList::is_valid_layout(shm.buf());
+    } catch (const std::system_error& e) {
+        if (e.code() == std::errc::invalid_argument) return false;  // empty block
+        return std::nullopt;                                        // not readable by us
+    }
+}
+
+std::optional<BlockInfo> info_for(const std::string& name) {
+    std::string path = fmt::format("{}/{}", shm_directory(), name);
+    struct ::stat st {};
+    if (sys::stat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) return std::nullopt;
+        detail::throw_errno(errno, fmt::format("stat('{}') failed", path));
+    }
+    if (!S_ISREG(st.st_mode)) return std::nullopt;
+    BlockInfo info;
+    info.name = name;
+    info.size = static_cast<std::size_t>(st.st_size);
+    info.uid = st.st_uid;
+    info.owner = user_name(st.st_uid);
+    info.mode = st.st_mode & 07777;
+    info.modified = std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+    info.shareable_list = parses_as_list(name);
+    return info;
+}
+
+}  // namespace
+
+std::string_view shm_directory() noexcept { return "/dev/shm"; }
+
+std::vector<BlockInfo> list_blocks() {
+    std::vector<BlockInfo> blocks;
+    std::error_code ec;
+    std::filesystem::directory_iterator it(shm_directory(), ec);
+    if (ec) throw std::system_error(ec, fmt::format("cannot list {}", shm_directory()));
+    for (const auto& entry : it) {
+        std::string name = entry.path().filename().string();
+        if (name.starts_with("sem.")) continue;  // POSIX semaphores live here too
+        if (auto info = info_for(name)) blocks.push_back(std::move(*info));
+    }
+    std::sort(blocks.begin(), blocks.end(),
+              [](const BlockInfo& a, const BlockInfo& b) { return a.name < b.name; });
+    return blocks;
+}
+
+std::optional<BlockInfo> stat_block(std::string_view name) {
+    return info_for(std::string(detail::strip_name(name)));
+}
+
+}  // namespace shmpool
