@@ -32,6 +32,7 @@ public:
         if (text.find_first_of(".eE") == string_t::npos) {
             return fail(fmt::format("integer {} is out of the signed 64-bit range", text));
         }
+        if (!std::isfinite(d)) return fail(fmt::format("number {} is out of the double range", text));
         return add(d);
     }
     bool string(string_t& s) override { return add(s); }
