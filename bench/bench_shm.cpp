@@ -1,1 +1,152 @@
-int main(){}
+// Benchmarks of the shm layer: ShareableList get/set/create/attach, SharedMemory create/attach,
+// and the same block operations as raw system calls (the floor). CPython's side is timed by
+// cpython_shm.py in the same `make bench` run; run_benchmarks.py prints the ratios.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "shmpool/shm/shareable_list.hpp"
+
+using shmpool::ShareableList;
+using shmpool::SharedMemory;
+using shmpool::Value;
+
+namespace {
+
+const std::string bench_name = "shmpool_bench_" + std::to_string(::getpid());
+constexpr std::size_t block_size = 4096;
+
+// The item of each type used by get/set: index into typed_list().
+enum Item { int_item, float_item, bool_item, none_item, str_item, bytes_item };
+
+std::vector<Value> typed_values() {
+    return {123456789, 2.5, true, shmpool::none, "short text", shmpool::Bytes("raw bytes")};
+}
+
+void list_get(benchmark::State& state) {
+    auto list = ShareableList::create(typed_values(), {.track = false});
+    const auto index = state.range(0);
+    for (auto _ : state) {
+        Value v = list.get(index);
+        benchmark::DoNotOptimize(v);
+    }
+    list.unlink();
+    state.SetItemsProcessed(state.iterations());
+}
+
+void list_set(benchmark::State& state) {
+    auto values = typed_values();
+    auto list = ShareableList::create(values, {.track = false});
+    const auto index = state.range(0);
+    const Value v = values[static_cast<std::size_t>(index)];
+    for (auto _ : state) {
+        list.set(index, v);
+        benchmark::ClobberMemory();
+    }
+    list.unlink();
+    state.SetItemsProcessed(state.iterations());
+}
+
+std::vector<Value> mixed_1000() {
+    std::vector<Value> items;
+    for (int i = 0; i < 1000; ++i) {
+        switch (i % 6) {
+            case 0: items.emplace_back(i); break;
+            case 1: items.emplace_back(i * 0.5); break;
+            case 2: items.emplace_back(i % 2 == 0); break;
+            case 3: items.emplace_back(shmpool::none); break;
+            case 4: items.emplace_back("item " + std::to_string(i)); break;
+            default: items.emplace_back(shmpool::Bytes("b" + std::to_string(i))); break;
+        }
+    }
+    return items;
+}
+
+void list_create_1000_mixed(benchmark::State& state) {
+    const auto items = mixed_1000();
+    for (auto _ : state) {
+        auto list = ShareableList::create(bench_name, items);
+        list.close();
+        SharedMemory::remove(bench_name);
+    }
+}
+
+void list_attach_1000_mixed(benchmark::State& state) {
+    auto owner = ShareableList::create(bench_name, mixed_1000());
+    for (auto _ : state) {
+        auto list = ShareableList::attach(bench_name);
+        benchmark::DoNotOptimize(list.size());
+    }
+    owner.unlink();
+}
+
+void shm_create_close_unlink(benchmark::State& state) {
+    for (auto _ : state) {
+        SharedMemory shm = SharedMemory::create(bench_name, block_size);
+        shm.close();
+        SharedMemory::remove(bench_name);
+    }
+}
+
+void shm_attach_close(benchmark::State& state) {
+    SharedMemory owner = SharedMemory::create(bench_name, block_size);
+    for (auto _ : state) {
+        SharedMemory shm = SharedMemory::attach(bench_name);
+        benchmark::DoNotOptimize(shm.data());
+    }
+    owner.unlink();
+}
+
+// The floor: the system calls any implementation must make, with nothing else.
+void raw_create_close_unlink(benchmark::State& state) {
+    const std::string path = "/" + bench_name;
+    for (auto _ : state) {
+        int fd = ::shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+        if (fd < 0 || ::ftruncate(fd, block_size) != 0) state.SkipWithError("shm_open/ftruncate");
+        void* p = ::mmap(nullptr, block_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        benchmark::DoNotOptimize(p);
+        ::munmap(p, block_size);
+        ::close(fd);
+        ::shm_unlink(path.c_str());
+    }
+}
+
+void raw_attach_close(benchmark::State& state) {
+    SharedMemory owner = SharedMemory::create(bench_name, block_size);
+    const std::string path = "/" + bench_name;
+    for (auto _ : state) {
+        int fd = ::shm_open(path.c_str(), O_RDWR, 0);
+        struct stat st {};
+        ::fstat(fd, &st);
+        void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE,
+                         MAP_SHARED, fd, 0);
+        benchmark::DoNotOptimize(p);
+        ::munmap(p, static_cast<std::size_t>(st.st_size));
+        ::close(fd);
+    }
+    owner.unlink();
+}
+
+void item_args(benchmark::internal::Benchmark* b) {
+    b->ArgName("item");
+    for (int i = int_item; i <= bytes_item; ++i) b->Arg(i);
+}
+
+}  // namespace
+
+BENCHMARK(list_get)->Apply(item_args);
+BENCHMARK(list_set)->Apply(item_args);
+BENCHMARK(list_create_1000_mixed);
+BENCHMARK(list_attach_1000_mixed);
+BENCHMARK(shm_create_close_unlink);
+BENCHMARK(raw_create_close_unlink);
+BENCHMARK(shm_attach_close);
+BENCHMARK(raw_attach_close);
+
+BENCHMARK_MAIN();

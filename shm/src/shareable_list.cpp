@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "posix/sys.hpp"
 #include "utf8.hpp"
 
 namespace shmpool {
@@ -67,10 +68,17 @@ bool code_matches(Kind kind, std::uint8_t code) noexcept {
     return false;
 }
 
+// "%ds" % n, NUL-padded to 8 bytes; n has at most 7 digits (max_item_bytes).
 std::uint64_t sized_format(std::size_t n) noexcept {
-    char text[9] = {};
-    auto r = fmt::format_to_n(text, 8, "{}s", n);
-    (void)r;
+    char digits[8];
+    int len = 0;
+    do {
+        digits[len++] = static_cast<char>('0' + n % 10);
+        n /= 10;
+    } while (n != 0 && len < 7);
+    char text[8] = {};
+    for (int i = 0; i < len; ++i) text[i] = digits[len - 1 - i];
+    text[len] = 's';
     std::uint64_t v;
     std::memcpy(&v, text, 8);
     return v;
@@ -165,6 +173,8 @@ std::string_view stored_bytes(const Value& value, std::size_t position) {
 
 ShareableList::ShareableList(SharedMemory shm, std::vector<std::uint64_t> offsets)
     : shm_(std::move(shm)), count_(offsets.size() - 1), offsets_(std::move(offsets)) {
+    sized_formats_.resize(count_);
+    for (std::size_t i = 0; i < count_; ++i) sized_formats_[i] = sized_format(offsets_[i + 1] - offsets_[i]);
     data_ = shm_.data() + (count_ + 2) * 8;
     formats_ = data_ + offsets_[count_];
     codes_ = formats_ + 8 * count_;
@@ -203,6 +213,8 @@ ShareableList ShareableList::create(std::string_view name, std::span<const Value
     SharedMemory shm = name.empty() ? SharedMemory::create(total, options)
                                     : SharedMemory::create(name, total, options);
     std::byte* base = shm.data();
+    // Every byte is written next: one pre-fault instead of a page fault per page.
+    sys::populate_for_write(base, total);
     store8(base, n);
     for (std::size_t i = 0; i <= n; ++i) store8(base + 8 * (i + 1), offsets[i]);
     std::byte* data = base + 8 * (n + 2);
@@ -272,7 +284,9 @@ namespace {
 Value ShareableList::get(std::ptrdiff_t index) const {
     const std::size_t i = checked_index(index, "get");
     // Format and code are read afresh: another process may have changed the item's type.
-    const Format f = parse_format(load8(formats_ + 8 * i));
+    const std::uint64_t raw_format = load8(formats_ + 8 * i);
+    const Format f = raw_format == sized_formats_[i] ? Format{Kind::sized, offsets_[i + 1] - offsets_[i]}
+                                                     : parse_format(raw_format);
     const auto code = static_cast<std::uint8_t>(codes_[i]);
     const std::byte* slot = data_ + offsets_[i];
     switch (f.kind) {
@@ -369,10 +383,13 @@ void ShareableList::set(std::ptrdiff_t index, const Value& value) {
     }
     // A sized slot keeps its format (CPython); any other takes "%ds" of the whole slot.
     std::uint64_t new_format = load8(format);
-    Format current = parse_format(new_format);
-    if (current.kind != Kind::sized || current.length < raw.size() || current.length > allocated) {
-        new_format = sized_format(allocated);
-        current.length = allocated;
+    Format current{Kind::sized, allocated};
+    if (new_format != sized_formats_[i]) {
+        current = parse_format(new_format);
+        if (current.kind != Kind::sized || current.length < raw.size() || current.length > allocated) {
+            new_format = sized_formats_[i];
+            current.length = allocated;
+        }
     }
     store8(format, new_format);
     codes_[i] = std::byte{value.type() == Value::Type::string ? code_str : code_bytes};
@@ -425,6 +442,7 @@ void ShareableList::close() noexcept {
     count_ = 0;
     data_ = formats_ = codes_ = nullptr;
     offsets_.assign(1, 0);
+    sized_formats_.clear();
 }
 
 std::string repr(const ShareableList& list) {

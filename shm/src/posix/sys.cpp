@@ -101,6 +101,15 @@ void* mmap_shared(std::size_t length, int prot, int fd) noexcept {
 
 int munmap(void* address, std::size_t length) noexcept { return ::munmap(address, length); }
 
+void populate_for_write(void* address, std::size_t length) noexcept {
+#ifdef MADV_POPULATE_WRITE
+    (void)::madvise(address, length, MADV_POPULATE_WRITE);
+#else
+    (void)address;
+    (void)length;
+#endif
+}
+
 // Never retried: on Linux the descriptor is released even when close() reports EINTR.
 int close(int fd) noexcept { return ::close(fd); }
 

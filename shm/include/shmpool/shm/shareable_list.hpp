@@ -142,6 +142,9 @@ private:
     std::byte* codes_ = nullptr;    // count_ back-transform codes
     // Slot boundaries, validated at attach and kept privately: no other process can move them.
     std::vector<std::uint64_t> offsets_;
+    // The "%ds" format of each slot's full size (what CPython writes for str and bytes), so the
+    // hot path recognises it with one comparison instead of parsing digits.
+    std::vector<std::uint64_t> sized_formats_;
 };
 
 class ShareableList::Reference {

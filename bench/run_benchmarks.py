@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""`make bench`: runs the Google Benchmark binaries and the CPython scripts in one go and prints
+each figure as ratios against CPython and the raw-syscall floor, with the targets met or missed.
+Results also go to <build>/bench/results.json and results.md."""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_gbench(binary):
+    out = subprocess.run([binary, "--benchmark_format=json", "--benchmark_min_time=0.2"],
+                         check=True, capture_output=True, text=True).stdout
+    results = {}
+    for b in json.loads(out)["benchmarks"]:
+        name = b["name"].replace("item:0", "int").replace("item:1", "float").replace("item:2", "bool")
+        name = name.replace("item:3", "none").replace("item:4", "str").replace("item:5", "bytes")
+        unit = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}[b["time_unit"]]
+        results[name] = b["real_time"] * unit
+    return results
+
+
+def fmt_ns(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.1f} ns"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--python", default="/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable)
+    args = ap.parse_args()
+
+    ours = run_gbench(os.path.join(args.build, "bin", "shmpool_bench_shm"))
+    py = json.loads(subprocess.run([args.python, os.path.join(HERE, "cpython_shm.py")], check=True,
+                                   capture_output=True, text=True).stdout)
+    cp = py["ns_per_op"]
+
+    rows = []
+    verdicts = []
+
+    def row(label, key, raw_key=None, target=None):
+        o = ours[key]
+        c = cp.get(key)
+        raw = ours.get(raw_key) if raw_key else None
+        cells = [label, fmt_ns(o), fmt_ns(c) if c else "-", fmt_ns(raw) if raw else "-",
+                 f"{c / o:.1f}x" if c else "-", f"{o / raw:.2f}x" if raw else "-"]
+        if target:
+            ok, text = target(o, c, raw)
+            cells.append(("met: " if ok else "MISSED: ") + text)
+            verdicts.append(ok)
+        else:
+            cells.append("")
+        rows.append(cells)
+
+    for item in ["int", "float", "bool", "none", "str", "bytes"]:
+        for op in ["get", "set"]:
+            row(f"ShareableList {op} {item}", f"list_{op}/{item}",
+                target=lambda o, c, r: (1e9 / o >= 50e6, f"{1e9 / o / 1e6:.0f} M ops/s (≥ 50 M)"))
+    row("ShareableList create, 1000 mixed", "list_create_1000_mixed",
+        target=lambda o, c, r: (c / o >= 10, f"{c / o:.1f}x CPython (≥ 10x)"))
+    row("ShareableList attach, 1000 mixed", "list_attach_1000_mixed")
+    row("SharedMemory create+close+unlink 4 KiB", "shm_create_close_unlink", "raw_create_close_unlink",
+        target=lambda o, c, r: (o / r <= 1.3, f"{o / r:.2f}x raw (≤ 1.3x); CPython {c / r:.2f}x raw"))
+    row("SharedMemory attach+close 4 KiB", "shm_attach_close", "raw_attach_close",
+        target=lambda o, c, r: (o / r <= 1.3, f"{o / r:.2f}x raw (≤ 1.3x); CPython {c / r:.2f}x raw"))
+
+    header = ["operation", "shmpool", f"CPython {py['python']}", "raw syscalls", "CPython / shmpool",
+              "shmpool / raw", "target"]
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+    print(line(header))
+    for r in rows:
+        print(line(r))
+    print(f"\n{sum(verdicts)} of {len(verdicts)} targets met")
+
+    outdir = os.path.join(args.build, "bench")
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump({"shmpool_ns": ours, "cpython_ns": cp, "python": py["python"]}, f, indent=2)
+    with open(os.path.join(outdir, "results.md"), "w") as f:
+        f.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
+        for r in rows:
+            f.write("| " + " | ".join(str(c) for c in r) + " |\n")
+
+
+if __name__ == "__main__":
+    main()
