@@ -1,6 +1,7 @@
 // Benchmarks of the shm layer: ShareableList get/set/create/attach, SharedMemory create/attach,
 // and the same block operations as raw system calls (the floor). CPython's side is timed by
 // cpython_shm.py in the same `make bench` run; run_benchmarks.py prints the ratios.
+#include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -8,8 +9,6 @@
 
 #include <string>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "shmpool/shm/shareable_list.hpp"
 
@@ -57,12 +56,24 @@ std::vector<Value> mixed_1000() {
     std::vector<Value> items;
     for (int i = 0; i < 1000; ++i) {
         switch (i % 6) {
-            case 0: items.emplace_back(i); break;
-            case 1: items.emplace_back(i * 0.5); break;
-            case 2: items.emplace_back(i % 2 == 0); break;
-            case 3: items.emplace_back(shmpool::none); break;
-            case 4: items.emplace_back("item " + std::to_string(i)); break;
-            default: items.emplace_back(shmpool::Bytes("b" + std::to_string(i))); break;
+            case 0:
+                items.emplace_back(i);
+                break;
+            case 1:
+                items.emplace_back(i * 0.5);
+                break;
+            case 2:
+                items.emplace_back(i % 2 == 0);
+                break;
+            case 3:
+                items.emplace_back(shmpool::none);
+                break;
+            case 4:
+                items.emplace_back("item " + std::to_string(i));
+                break;
+            default:
+                items.emplace_back(shmpool::Bytes("b" + std::to_string(i)));
+                break;
         }
     }
     return items;
@@ -135,7 +146,8 @@ void raw_attach_close(benchmark::State& state) {
 
 void item_args(benchmark::internal::Benchmark* b) {
     b->ArgName("item");
-    for (int i = int_item; i <= bytes_item; ++i) b->Arg(i);
+    for (int i = int_item; i <= bytes_item; ++i)
+        b->Arg(i);
 }
 
 }  // namespace

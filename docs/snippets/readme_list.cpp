@@ -6,7 +6,8 @@
 
 int main() {
     // Create a list; its name is how other processes, C++ or Python, find it.
-    auto list = shmpool::ShareableList::create({42, "hé", shmpool::Bytes("\x01"), shmpool::none, true, 2.5});
+    auto list = shmpool::ShareableList::create(
+        {42, "hé", shmpool::Bytes("\x01"), shmpool::none, true, 2.5});
     fmt::print("{}\n", list);  // ShareableList([42, 'hé', b'\x01', None, True, 2.5], name='psm_…')
 
     // Any other process attaches by name, and reads and writes in place.

@@ -2,15 +2,13 @@
 //
 // The parent creates a list, a child process (this program re-executed) attaches it by name and
 // updates it, and, if python3 is available, CPython reads the very same bytes.
+#include <fmt/format.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
-#include <string>
-
-#include <fmt/format.h>
-
 #include <shmpool/shm/shareable_list.hpp>
+#include <string>
 
 namespace {
 
@@ -50,7 +48,8 @@ int main(int argc, char** argv) {
         "l = s.ShareableList(name='{}'); r.unregister(l.shm._name, 'shared_memory'); "
         "print('CPython reads  ', l)\" 2>/dev/null",
         list.name());
-    if (run_and_wait(python) != 0) fmt::print("(python3 not available: skipped the CPython step)\n");
+    if (run_and_wait(python) != 0)
+        fmt::print("(python3 not available: skipped the CPython step)\n");
 
     bool ok = list.get(0) == shmpool::Value(144);
     list.unlink();

@@ -1,14 +1,13 @@
 // Listing and inspecting /dev/shm for `shmpool ls`; read-only: opens blocks O_RDONLY, never writes.
 #include "shmpool/shm/block_info.hpp"
 
+#include <fmt/format.h>
 #include <pwd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <system_error>
-
-#include <fmt/format.h>
 
 #include "internal.hpp"
 #include "posix/sys.hpp"
@@ -53,14 +52,17 @@ std::optional<BlockInfo> info_for(const std::string& name) {
     info.mode = st.st_mode & 07777;
     info.modified = std::chrono::system_clock::time_point(
         std::chrono::duration_cast<std::chrono::system_clock::duration>(
-            std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+            std::chrono::seconds(st.st_mtim.tv_sec) +
+            std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
     info.shareable_list = parses_as_list(name);
     return info;
 }
 
 }  // namespace
 
-std::string_view shm_directory() noexcept { return "/dev/shm"; }
+std::string_view shm_directory() noexcept {
+    return "/dev/shm";
+}
 
 std::vector<BlockInfo> list_blocks() {
     std::vector<BlockInfo> blocks;

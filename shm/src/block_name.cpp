@@ -1,11 +1,10 @@
 // Block names: validation, CPython's "psm_" random names, and the form shm_open wants.
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <array>
 #include <cerrno>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 #include "internal.hpp"
 #include "posix/sys.hpp"
@@ -18,8 +17,9 @@ void SharedMemory::validate_name(std::string_view name) {
     if (!bare.empty() && bare.front() == '/') bare.remove_prefix(1);
     if (bare.empty()) throw std::invalid_argument("invalid block name: the name is empty");
     if (bare.size() > max_name_length) {
-        throw std::invalid_argument(fmt::format("invalid block name '{}...': {} characters, at most {}",
-                                                bare.substr(0, 32), bare.size(), max_name_length));
+        throw std::invalid_argument(
+            fmt::format("invalid block name '{}...': {} characters, at most {}", bare.substr(0, 32),
+                        bare.size(), max_name_length));
     }
     if (bare.find('\0') != std::string_view::npos) {
         throw std::invalid_argument("invalid block name: it contains a NUL character");

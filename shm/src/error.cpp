@@ -7,7 +7,7 @@ namespace shmpool {
 namespace {
 
 class Category : public std::error_category {
-public:
+  public:
     const char* name() const noexcept override { return "shmpool"; }
     std::string message(int code) const override {
         switch (static_cast<errc>(code)) {

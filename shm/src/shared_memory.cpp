@@ -2,13 +2,12 @@
 #include "shmpool/shm/shared_memory.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/mman.h>
 
 #include <cerrno>
 #include <limits>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 #include "internal.hpp"
 #include "posix/sys.hpp"
@@ -99,8 +98,8 @@ SharedMemory SharedMemory::create(std::string_view name, std::size_t size,
             fmt::format("cannot create shared memory block '{}': size must be positive", bare));
     }
     if (size > static_cast<std::size_t>(std::numeric_limits<off_t>::max())) {
-        throw std::invalid_argument(
-            fmt::format("cannot create shared memory block '{}': size {} is too large", bare, size));
+        throw std::invalid_argument(fmt::format(
+            "cannot create shared memory block '{}': size {} is too large", bare, size));
     }
     sys::FileDescriptor fd(
         sys::shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, static_cast<mode_t>(options.mode)));
@@ -129,10 +128,11 @@ SharedMemory SharedMemory::attach(std::string_view name, const AttachOptions& op
         detail::throw_errno(errno, fmt::format("fstat('{}') failed", bare));
     }
     if (st.st_size <= 0) {
-        detail::throw_errno(EINVAL,
-                            fmt::format("shared memory block '{}' is empty and cannot be mapped", bare));
+        detail::throw_errno(
+            EINVAL, fmt::format("shared memory block '{}' is empty and cannot be mapped", bare));
     }
-    detail::Mapping mapping = map_block(fd.get(), bare, static_cast<std::size_t>(st.st_size), writable);
+    detail::Mapping mapping =
+        map_block(fd.get(), bare, static_cast<std::size_t>(st.st_size), writable);
     return SharedMemory(std::move(bare), std::move(mapping), !writable, false);
 }
 

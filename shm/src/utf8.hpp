@@ -60,9 +60,12 @@ inline bool is_valid_utf8(std::string_view text) noexcept {
 inline char32_t utf8_decode(std::string_view seq) noexcept {
     const auto* p = reinterpret_cast<const unsigned char*>(seq.data());
     switch (seq.size()) {
-        case 1: return p[0];
-        case 2: return (char32_t(p[0] & 0x1f) << 6) | (p[1] & 0x3f);
-        case 3: return (char32_t(p[0] & 0x0f) << 12) | (char32_t(p[1] & 0x3f) << 6) | (p[2] & 0x3f);
+        case 1:
+            return p[0];
+        case 2:
+            return (char32_t(p[0] & 0x1f) << 6) | (p[1] & 0x3f);
+        case 3:
+            return (char32_t(p[0] & 0x0f) << 12) | (char32_t(p[1] & 0x3f) << 6) | (p[2] & 0x3f);
         default:
             return (char32_t(p[0] & 0x07) << 18) | (char32_t(p[1] & 0x3f) << 12) |
                    (char32_t(p[2] & 0x3f) << 6) | (p[3] & 0x3f);

@@ -16,12 +16,18 @@ void Value::throw_int_out_of_range() {
 
 std::string_view type_name(Value::Type type) noexcept {
     switch (type) {
-        case Value::Type::none: return "NoneType";
-        case Value::Type::boolean: return "bool";
-        case Value::Type::integer: return "int";
-        case Value::Type::floating: return "float";
-        case Value::Type::string: return "str";
-        case Value::Type::bytes: return "bytes";
+        case Value::Type::none:
+            return "NoneType";
+        case Value::Type::boolean:
+            return "bool";
+        case Value::Type::integer:
+            return "int";
+        case Value::Type::floating:
+            return "float";
+        case Value::Type::string:
+            return "str";
+        case Value::Type::bytes:
+            return "bytes";
     }
     return "?";
 }
@@ -43,7 +49,8 @@ std::string repr_float(double d) {
     std::string_view exp_text = sci.substr(e + 1);
     if (!exp_text.empty() && exp_text.front() == '+') exp_text.remove_prefix(1);
     std::from_chars(exp_text.data(), exp_text.data() + exp_text.size(), exponent);
-    while (digits.size() > 1 && digits.back() == '0') digits.pop_back();
+    while (digits.size() > 1 && digits.back() == '0')
+        digits.pop_back();
 
     std::string out = std::signbit(d) ? "-" : "";
     int decpt = exponent + 1;
@@ -84,11 +91,20 @@ char quote_for(std::string_view text) {
 
 void append_escape(std::string& out, unsigned char c, char quote) {
     switch (c) {
-        case '\\': out += "\\\\"; return;
-        case '\t': out += "\\t"; return;
-        case '\n': out += "\\n"; return;
-        case '\r': out += "\\r"; return;
-        default: break;
+        case '\\':
+            out += "\\\\";
+            return;
+        case '\t':
+            out += "\\t";
+            return;
+        case '\n':
+            out += "\\n";
+            return;
+        case '\r':
+            out += "\\r";
+            return;
+        default:
+            break;
     }
     if (c == static_cast<unsigned char>(quote)) {
         out += '\\';
@@ -138,19 +154,26 @@ std::string repr_bytes(std::string_view raw) {
     char quote = quote_for(raw);
     std::string out = "b";
     out += quote;
-    for (char ch : raw) append_escape(out, static_cast<unsigned char>(ch), quote);
+    for (char ch : raw)
+        append_escape(out, static_cast<unsigned char>(ch), quote);
     out += quote;
     return out;
 }
 
 std::string repr(const Value& value) {
     switch (value.type()) {
-        case Value::Type::none: return "None";
-        case Value::Type::boolean: return value.get<bool>() ? "True" : "False";
-        case Value::Type::integer: return fmt::format("{}", value.get<std::int64_t>());
-        case Value::Type::floating: return repr_float(value.get<double>());
-        case Value::Type::string: return repr_str(value.get<std::string>());
-        case Value::Type::bytes: return repr_bytes(value.get<Bytes>().view());
+        case Value::Type::none:
+            return "None";
+        case Value::Type::boolean:
+            return value.get<bool>() ? "True" : "False";
+        case Value::Type::integer:
+            return fmt::format("{}", value.get<std::int64_t>());
+        case Value::Type::floating:
+            return repr_float(value.get<double>());
+        case Value::Type::string:
+            return repr_str(value.get<std::string>());
+        case Value::Type::bytes:
+            return repr_bytes(value.get<Bytes>().view());
     }
     return "?";
 }

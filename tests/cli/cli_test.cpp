@@ -1,13 +1,12 @@
 // The shmpool CLI's contract (docs/cli.md), run as a real process against real blocks.
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <regex>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "shmpool/shm/shareable_list.hpp"
 #include "test_support.hpp"
@@ -85,25 +84,29 @@ TEST(Cli, NewListOnATakenNameFailsAndLeavesTheBlockAlone) {
 
 TEST(Cli, ShowPrintsThePythonRepr) {
     std::string name = unique_name();
-    ShareableList list = ShareableList::create(name, {1, "it's", shmpool::Bytes("\x01"), shmpool::none, false, 1e16});
+    ShareableList list = ShareableList::create(
+        name, {1, "it's", shmpool::Bytes("\x01"), shmpool::none, false, 1e16});
     Unlinker u{name};
     auto r = cli({"show", name});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_EQ(r.out, fmt::format("ShareableList([1, \"it's\", b'\\x01', None, False, 1e+16], name='{}')\n", name));
+    EXPECT_EQ(r.out,
+              fmt::format("ShareableList([1, \"it's\", b'\\x01', None, False, 1e+16], name='{}')\n",
+                          name));
 }
 
 TEST(Cli, ShowJsonFollowsTheValueEncoding) {
     std::string name = unique_name();
     ShareableList list = ShareableList::create(
         name, {7, 1.0, 0.1, 1e16, -0.0, std::numeric_limits<double>::quiet_NaN(),
-               std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(), true,
-               shmpool::none, "h\xc3\xa9", shmpool::Bytes(std::string("\x00\xab", 2))});
+               std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(),
+               true, shmpool::none, "h\xc3\xa9", shmpool::Bytes(std::string("\x00\xab", 2))});
     Unlinker u{name};
     auto r = cli({"show", name, "--json"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_EQ(r.out,
-              "[7,1.0,0.1,1e+16,-0.0,{\"float\":\"nan\"},{\"float\":\"inf\"},{\"float\":\"-inf\"},true,"
-              "null,\"h\xc3\xa9\",{\"bytes\":\"00ab\"}]\n");
+    EXPECT_EQ(
+        r.out,
+        "[7,1.0,0.1,1e+16,-0.0,{\"float\":\"nan\"},{\"float\":\"inf\"},{\"float\":\"-inf\"},true,"
+        "null,\"h\xc3\xa9\",{\"bytes\":\"00ab\"}]\n");
 }
 
 TEST(Cli, JsonRoundTripsThroughNewListAndShow) {
@@ -126,8 +129,8 @@ TEST(Cli, SetWritesEachTypeAndAcceptsNegativeIndexes) {
     EXPECT_EQ(cli({"set", name, "3", "true"}).exit_code, 0);
     EXPECT_EQ(cli({"set", name, "4", R"({"bytes":"ff"})"}).exit_code, 0);
     EXPECT_EQ(cli({"set", name, "-1", "-5"}).exit_code, 0);
-    EXPECT_EQ(list.to_vector(), (std::vector<Value>{"abc", 2.5, shmpool::none, true,
-                                                    shmpool::Bytes("\xff"), -5}));
+    EXPECT_EQ(list.to_vector(),
+              (std::vector<Value>{"abc", 2.5, shmpool::none, true, shmpool::Bytes("\xff"), -5}));
 }
 
 TEST(Cli, SetThatFailsChangesNothing) {
@@ -139,7 +142,8 @@ TEST(Cli, SetThatFailsChangesNothing) {
     expect_error(cli({"set", name, "2", "1"}), 1, "out of range");
     expect_error(cli({"set", name, "-3", "1"}), 1, "out of range");
     expect_error(cli({"set", name, "x", "1"}), 1, "invalid index");
-    expect_error(cli({"set", name, "0", "99999999999999999999"}), 1, "out of the signed 64-bit range");
+    expect_error(cli({"set", name, "0", "99999999999999999999"}), 1,
+                 "out of the signed 64-bit range");
     expect_error(cli({"set", name, "0", "[1]"}), 1, "cannot be a list");
     expect_error(cli({"set", name, "0", "{\"x\": 1}"}), 1, "unsupported value");
     expect_error(cli({"set", name, "0", "\"ends in NUL\\u0000\""}), 1, "NUL");
@@ -148,9 +152,9 @@ TEST(Cli, SetThatFailsChangesNothing) {
 }
 
 TEST(Cli, BadInputCreatesNothing) {
-    for (const char* bad : {"[1", "{}", "1", R"([{"bytes":"abc"}])", R"([{"bytes":"zz"}])",
-                            R"([{"float":"big"}])", "[18446744073709551615]", "[1e999999]",
-                            "[[1, 2]]", R"(["\u0000"])"}) {
+    for (const char* bad :
+         {"[1", "{}", "1", R"([{"bytes":"abc"}])", R"([{"bytes":"zz"}])", R"([{"float":"big"}])",
+          "[18446744073709551615]", "[1e999999]", "[[1, 2]]", R"(["\u0000"])"}) {
         std::string name = unique_name();
         expect_error(cli({"new-list", "--json", bad, "--name", name}), 1);
         EXPECT_FALSE(shmpool::test::block_exists(name)) << bad;
@@ -180,7 +184,8 @@ TEST(Cli, ShowFailsClearlyOnMissingCorruptedAndForeignBlocks) {
     std::memset(shm.data(), 0xee, 64);
     expect_error(cli({"show", name}), 1, "not a valid ShareableList");
     expect_error(cli({"set", name, "0", "1"}), 1, "not a valid ShareableList");
-    for (std::byte b : shm.buf()) ASSERT_EQ(b, std::byte{0xee});
+    for (std::byte b : shm.buf())
+        ASSERT_EQ(b, std::byte{0xee});
     expect_error(cli({"show", "bad/name"}), 1, "invalid block name");
 }
 

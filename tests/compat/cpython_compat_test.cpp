@@ -1,5 +1,6 @@
 // Interop with the machine's CPython: byte-for-byte equal lists, and reads and writes both ways.
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
 
 #include "json_codec.hpp"
@@ -28,7 +29,8 @@ std::string py_ok(std::vector<std::string> args) {
 
 std::string hex_of(const SharedMemory& shm) {
     std::string out;
-    for (std::byte b : shm.buf()) out += fmt::format("{:02x}", static_cast<unsigned>(b));
+    for (std::byte b : shm.buf())
+        out += fmt::format("{:02x}", static_cast<unsigned>(b));
     return out;
 }
 
@@ -97,12 +99,14 @@ TEST(CPythonCompat, CPythonReadsOurListsIncludingNonAsciiText) {
     Unlinker u{{name}};
     // Sized by UTF-8 bytes, so CPython reads the whole text back (its own lists would truncate).
     ShareableList list = ShareableList::create(
-        name, {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x83\x86\xe3\x82\xad\xe3\x82\xb9\xe3\x83\x88",
-               "caf\xc3\xa9", "\xf0\x9f\x98\x80", 12, 0.1, shmpool::Bytes("\x00\x01"), shmpool::none,
-               true, "quote'", 1e22});
+        name,
+        {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x83\x86\xe3\x82\xad\xe3\x82\xb9\xe3\x83\x88",
+         "caf\xc3\xa9", "\xf0\x9f\x98\x80", 12, 0.1, shmpool::Bytes("\x00\x01"), shmpool::none,
+         true, "quote'", 1e22});
     auto read = nlohmann::json::parse(py_ok({"read", name}));
     std::vector<Value> got;
-    for (const auto& v : read["values"]) got.push_back(shmpool::cli::value_from_json(v));
+    for (const auto& v : read["values"])
+        got.push_back(shmpool::cli::value_from_json(v));
     EXPECT_EQ(got, list.to_vector());
     EXPECT_EQ(read["format"], list.format());
     EXPECT_EQ(read["repr"], fmt::format("{}", list));  // our repr is CPython's, escapes included
@@ -122,7 +126,8 @@ TEST(CPythonCompat, CPythonWritesWeRead) {
     std::string name = unique_name();
     Unlinker u{{name}};
     ShareableList list = ShareableList::create(name, {0, "0123456789abcdef", 0.0, shmpool::none});
-    py_ok({"set", name, R"([[0, "py"], [1, 99], [2, true], [3, {"bytes": "7071"}], [-3, "caf\u00e9"]])"});
+    py_ok({"set", name,
+           R"([[0, "py"], [1, 99], [2, true], [3, {"bytes": "7071"}], [-3, "caf\u00e9"]])"});
     EXPECT_EQ(list.to_vector(),
               (std::vector<Value>{"py", "caf\xc3\xa9", true, shmpool::Bytes("pq")}));
 }
@@ -137,7 +142,8 @@ TEST(CPythonCompat, WeWriteCPythonReads) {
     list.set(2, shmpool::Bytes("\x7f"));
     list.set(3, "\xc3\xa9t\xc3\xa9");
     auto read = nlohmann::json::parse(py_ok({"read", name}));
-    EXPECT_EQ(read["values"], nlohmann::json::parse(R"(["ab", null, {"bytes": "7f"}, "\u00e9t\u00e9"])"));
+    EXPECT_EQ(read["values"],
+              nlohmann::json::parse(R"(["ab", null, {"bytes": "7f"}, "\u00e9t\u00e9"])"));
 }
 
 TEST(CPythonCompat, TextCPythonTruncatedIsAnErrorNotGarbage) {

@@ -1,11 +1,11 @@
 // A child process for the multiprocess tests: attaches blocks and lists and reads or writes them.
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
-
-#include <fmt/format.h>
 
 #include "shmpool/shm/shareable_list.hpp"
 

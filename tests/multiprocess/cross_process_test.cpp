@@ -1,7 +1,7 @@
 // Real processes sharing real blocks: a child attaches and writes, the parent reads, and back.
-#include <thread>
-
 #include <gtest/gtest.h>
+
+#include <thread>
 
 #include "shmpool/shm/shareable_list.hpp"
 #include "test_support.hpp"
@@ -28,7 +28,8 @@ TEST(CrossProcess, ChildWritesTheBlockAndTheParentReadsIt) {
     std::string name = unique_name();
     SharedMemory shm = SharedMemory::create(name, 1 << 16);
     child({"fill", name, "171"});
-    for (std::byte b : shm.buf()) ASSERT_EQ(b, std::byte{171});
+    for (std::byte b : shm.buf())
+        ASSERT_EQ(b, std::byte{171});
     shm.unlink();
 }
 
@@ -53,7 +54,8 @@ TEST(CrossProcess, ParentWritesAndTheChildReads) {
     list.set(1, "parent");
     auto r = run_process({helper_path(), "list-repr", name});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_EQ(shmpool::test::chomp(r.out), fmt::format("ShareableList([1, 'parent'], name='{}')", name));
+    EXPECT_EQ(shmpool::test::chomp(r.out),
+              fmt::format("ShareableList([1, 'parent'], name='{}')", name));
     list.unlink();
 }
 
@@ -86,7 +88,8 @@ TEST(CrossProcess, ConcurrentChildrenWriteTheirOwnItems) {
                            .exit_code;
         });
     }
-    for (auto& t : threads) t.join();
+    for (auto& t : threads)
+        t.join();
     EXPECT_EQ(codes, (std::vector<int>{0, 0, 0, 0}));
     EXPECT_EQ(list.to_vector(), (std::vector<Value>{100, 101, 102, 103}));
     list.unlink();

@@ -2,6 +2,7 @@
 #include "test_support.hpp"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -15,13 +16,13 @@
 #include <stdexcept>
 #include <system_error>
 
-#include <gtest/gtest.h>
-
 extern char** environ;
 
 namespace shmpool::test {
 
-std::string name_prefix() { return "shmpool_test_" + std::to_string(::getpid()) + "_"; }
+std::string name_prefix() {
+    return "shmpool_test_" + std::to_string(::getpid()) + "_";
+}
 
 std::string unique_name() {
     static std::atomic<int> counter{0};
@@ -41,21 +42,31 @@ std::vector<std::string> list_shm_names() {
 }
 
 std::string chomp(std::string s) {
-    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r'))
+        s.pop_back();
     return s;
 }
 
-std::string cli_path() { return SHMPOOL_TEST_CLI; }
-std::string helper_path() { return SHMPOOL_TEST_HELPER; }
-std::string python_path() { return SHMPOOL_TEST_PYTHON; }
-std::string source_dir() { return SHMPOOL_TEST_SOURCE_DIR; }
+std::string cli_path() {
+    return SHMPOOL_TEST_CLI;
+}
+std::string helper_path() {
+    return SHMPOOL_TEST_HELPER;
+}
+std::string python_path() {
+    return SHMPOOL_TEST_PYTHON;
+}
+std::string source_dir() {
+    return SHMPOOL_TEST_SOURCE_DIR;
+}
 
 namespace {
 
 struct Pipe {
     int fd[2] = {-1, -1};
     Pipe() {
-        if (::pipe2(fd, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+        if (::pipe2(fd, O_CLOEXEC) != 0)
+            throw std::system_error(errno, std::generic_category(), "pipe2");
     }
     ~Pipe() {
         for (int f : fd) {
@@ -79,7 +90,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, const std::strin
     posix_spawn_file_actions_adddup2(&actions, out.fd[1], 1);
     posix_spawn_file_actions_adddup2(&actions, err.fd[1], 2);
     std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    for (const auto& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     pid_t pid = -1;
     int rc = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
@@ -95,7 +107,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, const std::strin
     ProcessResult result;
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (out.fd[0] >= 0 || err.fd[0] >= 0) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) {
             ::kill(pid, SIGKILL);
             result.timed_out = true;
@@ -134,7 +147,7 @@ namespace {
 // Fails the run if this process's tests left a block behind (and removes it so that one failing
 // test does not fail the next run too).
 class BlockLeakCheck : public ::testing::Environment {
-public:
+  public:
     void TearDown() override {
         std::string prefix = name_prefix();
         std::vector<std::string> leaked;

@@ -20,9 +20,9 @@ bool block_exists(const std::string& name);
 std::vector<std::string> list_shm_names();
 
 struct ProcessResult {
-    int exit_code = -1;     ///< exit status, or -1 if killed by a signal
-    int signal = 0;         ///< terminating signal, or 0
-    bool timed_out = false; ///< killed by run_process after the timeout
+    int exit_code = -1;      ///< exit status, or -1 if killed by a signal
+    int signal = 0;          ///< terminating signal, or 0
+    bool timed_out = false;  ///< killed by run_process after the timeout
     std::string out;
     std::string err;
 };

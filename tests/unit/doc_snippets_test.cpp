@@ -2,12 +2,12 @@
 //
 // A Markdown file marks a snippet with `<!-- snippet: PATH#TAG -->` right before a code fence;
 // the fence must hold exactly the lines between the two `// [TAG]` markers of PATH.
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "test_support.hpp"
 

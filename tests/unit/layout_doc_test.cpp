@@ -1,9 +1,9 @@
 // The worked example of docs/shareable-list-layout.md is exactly what shmpool writes.
+#include <gtest/gtest.h>
+
 #include <cstdio>
 #include <fstream>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "shmpool/shm/shareable_list.hpp"
 #include "test_support.hpp"
@@ -27,7 +27,8 @@ std::vector<std::uint8_t> documented_bytes() {
         }
         std::istringstream fields(line.substr(6, 24));
         std::string hex;
-        while (fields >> hex) bytes.push_back(static_cast<std::uint8_t>(std::stoul(hex, nullptr, 16)));
+        while (fields >> hex)
+            bytes.push_back(static_cast<std::uint8_t>(std::stoul(hex, nullptr, 16)));
     }
     return bytes;
 }
@@ -39,10 +40,12 @@ TEST(LayoutDoc, WorkedExampleIsWhatShmpoolWrites) {
     ASSERT_EQ(doc.size(), 166u);
     std::string name = shmpool::test::unique_name();
     auto list = shmpool::ShareableList::create(
-        name, {42, "h\xc3\xa9", shmpool::Bytes(std::string("\x00\x01", 2)), shmpool::none, true, 2.5});
+        name,
+        {42, "h\xc3\xa9", shmpool::Bytes(std::string("\x00\x01", 2)), shmpool::none, true, 2.5});
     auto buf = list.shm().buf();
-    std::vector<std::uint8_t> written(reinterpret_cast<const std::uint8_t*>(buf.data()),
-                                      reinterpret_cast<const std::uint8_t*>(buf.data()) + buf.size());
+    std::vector<std::uint8_t> written(
+        reinterpret_cast<const std::uint8_t*>(buf.data()),
+        reinterpret_cast<const std::uint8_t*>(buf.data()) + buf.size());
     EXPECT_EQ(written, doc);
     EXPECT_EQ(list.format(), "q8s8sxxxxxx?xxxxxxxx?d");
     list.unlink();

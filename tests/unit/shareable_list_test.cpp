@@ -1,12 +1,13 @@
 // ShareableList: values, CPython's set rules, the fixes over CPython, and validation of bad blocks.
+#include "shmpool/shm/shareable_list.hpp"
+
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <regex>
 
-#include <gtest/gtest.h>
-
-#include "shmpool/shm/shareable_list.hpp"
 #include "test_support.hpp"
 
 using shmpool::Bytes;
@@ -57,7 +58,8 @@ TEST(ShareableList, ReprMatchesCPython) {
 }
 
 TEST(ShareableList, FormatMatchesCPython) {
-    ShareableList list = ShareableList::create({1, "abcdefgh", Bytes("x"), shmpool::none, false, 2.5});
+    ShareableList list =
+        ShareableList::create({1, "abcdefgh", Bytes("x"), shmpool::none, false, 2.5});
     Unlinker u{list.name()};
     EXPECT_EQ(list.format(), "q16s8sxxxxxx?xxxxxxxx?d");
 }
@@ -123,7 +125,8 @@ TEST(ShareableList, ShorterStrReplacesLongerWithoutLeftovers) {
 
 TEST(ShareableList, NonAsciiStrIsSizedByUtf8Bytes) {
     // 7 characters, 21 UTF-8 bytes: CPython would allocate 8 bytes and truncate.
-    std::string text = "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x83\x86\xe3\x82\xad\xe3\x82\xb9\xe3\x83\x88";
+    std::string text =
+        "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x83\x86\xe3\x82\xad\xe3\x82\xb9\xe3\x83\x88";
     ShareableList list = ShareableList::create({text, "\xf0\x9f\x98\x80\xf0\x9f\x98\x80"});
     Unlinker u{list.name()};
     EXPECT_EQ(list.slot_size(0), 24u);
@@ -142,9 +145,11 @@ TEST(ShareableList, InvalidUtf8StrIsRefused) {
 
 TEST(ShareableList, TrailingNulIsRefusedBecauseCPythonWouldStripIt) {
     std::string name = unique_name();
-    EXPECT_THROW(ShareableList::create(name, {Bytes(std::string("ab\0", 3))}), std::invalid_argument);
+    EXPECT_THROW(ShareableList::create(name, {Bytes(std::string("ab\0", 3))}),
+                 std::invalid_argument);
     EXPECT_FALSE(shmpool::test::block_exists(name));
-    ShareableList list = ShareableList::create({Bytes(std::string("a\0b", 3))});  // inner NUL is fine
+    ShareableList list =
+        ShareableList::create({Bytes(std::string("a\0b", 3))});  // inner NUL is fine
     Unlinker u{list.name()};
     EXPECT_EQ(list.get(0), Value(Bytes(std::string("a\0b", 3))));
     EXPECT_THROW(list.set(0, std::string("x\0", 2)), std::invalid_argument);
@@ -276,11 +281,11 @@ void expect_corrupted(const std::vector<std::uint8_t>& bytes, const std::string&
 // The bytes of a valid list [7] (one int): count, 2 offsets, data, format, code.
 std::vector<std::uint8_t> one_int() {
     std::vector<std::uint8_t> b(8 * 4 + 8 + 1, 0);
-    b[0] = 1;       // count
-    b[16] = 8;      // offsets[1]
-    b[24] = 7;      // data
-    b[32] = 'q';    // format
-    b[40] = 0;      // code
+    b[0] = 1;     // count
+    b[16] = 8;    // offsets[1]
+    b[24] = 7;    // data
+    b[32] = 'q';  // format
+    b[40] = 0;    // code
     return b;
 }
 

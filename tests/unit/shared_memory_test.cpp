@@ -1,5 +1,8 @@
 // SharedMemory: creation, attachment, names, errors, and the ENOSPC-instead-of-SIGBUS promise.
+#include "shmpool/shm/shared_memory.hpp"
+
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -9,11 +12,8 @@
 #include <cstring>
 #include <regex>
 
-#include <gtest/gtest.h>
-
 #include "posix/sys.hpp"
 #include "shmpool/shm/block_info.hpp"
-#include "shmpool/shm/shared_memory.hpp"
 #include "test_support.hpp"
 
 using shmpool::SharedMemory;
@@ -23,7 +23,7 @@ using shmpool::test::unique_name;
 namespace {
 
 class SharedMemoryTest : public ::testing::Test {
-protected:
+  protected:
     void TearDown() override { shmpool::sys::clear_injected_failures(); }
 };
 
@@ -75,7 +75,8 @@ TEST_F(SharedMemoryTest, AttachSeesTheCreatorsBytesAndSize) {
 TEST_F(SharedMemoryTest, NewBlockIsZeroFilledWithModeSixHundred) {
     std::string name = unique_name();
     SharedMemory shm = SharedMemory::create(name, 100);
-    for (std::byte b : shm.buf()) ASSERT_EQ(b, std::byte{0});
+    for (std::byte b : shm.buf())
+        ASSERT_EQ(b, std::byte{0});
     auto info = shmpool::stat_block(name);
     ASSERT_TRUE(info);
     EXPECT_EQ(info->mode, 0600u);
@@ -110,8 +111,9 @@ TEST_F(SharedMemoryTest, ZeroSizeIsInvalidArgument) {
 }
 
 TEST_F(SharedMemoryTest, BadNamesAreInvalidArgument) {
-    for (std::string bad : {std::string(""), std::string("/"), std::string("a/b"), std::string("a\0b", 3),
-                            std::string(256, 'x'), std::string("."), std::string(".."), std::string("//x")}) {
+    for (std::string bad :
+         {std::string(""), std::string("/"), std::string("a/b"), std::string("a\0b", 3),
+          std::string(256, 'x'), std::string("."), std::string(".."), std::string("//x")}) {
         EXPECT_THROW(SharedMemory::create(bad, 8), std::invalid_argument) << bad;
         EXPECT_THROW(SharedMemory::attach(bad), std::invalid_argument) << bad;
         EXPECT_THROW(SharedMemory::remove(bad), std::invalid_argument) << bad;
@@ -151,7 +153,8 @@ TEST_F(SharedMemoryTest, MoveLeavesTheSourceEmpty) {
     SharedMemory a = SharedMemory::create(name, 8);
     std::byte* data = a.data();
     SharedMemory b = std::move(a);
-    EXPECT_FALSE(a.is_open());  // NOLINT(bugprone-use-after-move): the moved-from state is specified
+    EXPECT_FALSE(
+        a.is_open());  // NOLINT(bugprone-use-after-move): the moved-from state is specified
     EXPECT_EQ(b.data(), data);
     SharedMemory c;
     c = std::move(b);
@@ -191,7 +194,8 @@ TEST_F(SharedMemoryTest, TrackOptionIsRecorded) {
 TEST_F(SharedMemoryTest, FullShmIsEnospcNamingSizeFreeSpaceAndHint) {
     struct statvfs st {};
     ASSERT_EQ(::statvfs("/dev/shm", &st), 0);
-    std::size_t too_big = static_cast<std::size_t>(st.f_bavail) * st.f_frsize + (std::size_t{1} << 30);
+    std::size_t too_big =
+        static_cast<std::size_t>(st.f_bavail) * st.f_frsize + (std::size_t{1} << 30);
     std::string name = unique_name();
     std::string what = expect_errno([&] { SharedMemory::create(name, too_big); }, ENOSPC);
     EXPECT_NE(what.find(name), std::string::npos) << what;

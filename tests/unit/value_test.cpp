@@ -1,16 +1,18 @@
 // Value: typed equality, integer range, and reprs that match CPython's.
+#include "shmpool/shm/value.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
 #include <limits>
 
-#include "shmpool/shm/value.hpp"
-
 using shmpool::Bytes;
 using shmpool::Value;
 
-TEST(Value, DefaultIsNone) { EXPECT_TRUE(Value{}.is_none()); }
+TEST(Value, DefaultIsNone) {
+    EXPECT_TRUE(Value{}.is_none());
+}
 
 TEST(Value, EqualityIsTyped) {
     EXPECT_NE(Value(1), Value(1.0));
@@ -26,7 +28,9 @@ TEST(Value, UnsignedAboveInt64MaxIsOutOfRange) {
               std::numeric_limits<std::int64_t>::min());
 }
 
-TEST(Value, StringLiteralIsStrNotBool) { EXPECT_EQ(Value("x").type(), Value::Type::string); }
+TEST(Value, StringLiteralIsStrNotBool) {
+    EXPECT_EQ(Value("x").type(), Value::Type::string);
+}
 
 TEST(Repr, FloatsMatchCPython) {
     // Each expectation is what CPython 3.11 prints for repr(float).
@@ -54,7 +58,10 @@ TEST(Repr, StrAndBytesMatchCPython) {
     EXPECT_EQ(shmpool::repr(Value("tab\there\n")), "'tab\\there\\n'");
     EXPECT_EQ(shmpool::repr(Value("h\xc3\xa9llo")), "'h\xc3\xa9llo'");
     EXPECT_EQ(shmpool::repr(Value("\x01")), "'\\x01'");
-    EXPECT_EQ(shmpool::repr(Value(Bytes(std::string("\x00\xff" "a'", 4)))), "b\"\\x00\\xffa'\"");
+    EXPECT_EQ(shmpool::repr(Value(Bytes(std::string("\x00\xff"
+                                                    "a'",
+                                                    4)))),
+              "b\"\\x00\\xffa'\"");
     EXPECT_EQ(shmpool::repr(Value(Bytes("x"))), "b'x'");
 }
 

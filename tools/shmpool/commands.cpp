@@ -1,12 +1,12 @@
 // Implementation of the shmpool subcommands (contract in docs/cli.md).
 #include "commands.hpp"
 
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cstdio>
 #include <ctime>
-
-#include <fmt/chrono.h>
-#include <fmt/format.h>
 
 #include "json_codec.hpp"
 #include "shmpool/shm/block_info.hpp"
@@ -24,7 +24,9 @@ std::ptrdiff_t parse_index(const std::string& text) {
     return index;
 }
 
-std::string mode_string(unsigned mode) { return fmt::format("{:04o}", mode); }
+std::string mode_string(unsigned mode) {
+    return fmt::format("{:04o}", mode);
+}
 
 std::string list_column(const std::optional<bool>& parses) {
     if (!parses) return "?";
@@ -47,7 +49,8 @@ void show(const std::string& name, bool as_json) {
     std::vector<Value> values = list.to_vector();
     if (as_json) {
         nlohmann::json array = nlohmann::json::array();
-        for (const Value& v : values) array.push_back(value_to_json(v));
+        for (const Value& v : values)
+            array.push_back(value_to_json(v));
         fmt::print("{}\n", array.dump(-1, ' ', false, nlohmann::json::error_handler_t::strict));
     } else {
         fmt::print("{}\n", repr(list));
@@ -69,7 +72,8 @@ void rm(const std::vector<std::string>& names) {
             throw CommandError(fmt::format("no shared memory block named '{}'", name));
         }
     }
-    for (const std::string& name : names) SharedMemory::remove(name);
+    for (const std::string& name : names)
+        SharedMemory::remove(name);
 }
 
 void ls(bool as_json) {
@@ -83,9 +87,11 @@ void ls(bool as_json) {
                 {"owner", b.owner},
                 {"uid", b.uid},
                 {"mode", mode_string(b.mode)},
-                {"modified", fmt::format("{:%Y-%m-%dT%H:%M:%S}Z",
-                                         fmt::gmtime(std::chrono::system_clock::to_time_t(b.modified)))},
-                {"shareable_list", b.shareable_list ? nlohmann::json(*b.shareable_list) : nlohmann::json()},
+                {"modified",
+                 fmt::format("{:%Y-%m-%dT%H:%M:%S}Z",
+                             fmt::gmtime(std::chrono::system_clock::to_time_t(b.modified)))},
+                {"shareable_list",
+                 b.shareable_list ? nlohmann::json(*b.shareable_list) : nlohmann::json()},
             };
             array.push_back(std::move(entry));
         }
@@ -101,8 +107,8 @@ void ls(bool as_json) {
     fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:<19}  {}\n", "NAME", name_width, "SIZE", "OWNER",
                owner_width, "MODE", "MODIFIED", "LIST");
     for (const BlockInfo& b : blocks) {
-        fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:%Y-%m-%d %H:%M:%S}  {}\n", b.name, name_width, b.size,
-                   b.owner, owner_width, mode_string(b.mode),
+        fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:%Y-%m-%d %H:%M:%S}  {}\n", b.name, name_width,
+                   b.size, b.owner, owner_width, mode_string(b.mode),
                    fmt::localtime(std::chrono::system_clock::to_time_t(b.modified)),
                    list_column(b.shareable_list));
     }

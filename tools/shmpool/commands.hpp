@@ -9,7 +9,7 @@ namespace shmpool::cli {
 
 /// A failure to report as `shmpool: error: <what>` with exit status 1.
 class CommandError : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 

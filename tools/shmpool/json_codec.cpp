@@ -1,11 +1,11 @@
 // JSON <-> Value for the CLI, with a strict SAX parser that refuses out-of-range integers.
 #include "json_codec.hpp"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
-
-#include <fmt/format.h>
 
 namespace shmpool::cli {
 namespace {
@@ -14,8 +14,9 @@ using json = nlohmann::json;
 
 // Builds a DOM like nlohmann's own parser but fails where that one silently converts an
 // integer that overflows 64 bits into a float.
-class StrictBuilder : public nlohmann::json_sax<json> {
-public:
+class StrictBuilder
+    : public nlohmann::json_sax<json> {  // NOLINT(bugprone-exception-escape): only bad_alloc
+  public:
     json root;
     std::string error;
 
@@ -32,7 +33,8 @@ public:
         if (text.find_first_of(".eE") == string_t::npos) {
             return fail(fmt::format("integer {} is out of the signed 64-bit range", text));
         }
-        if (!std::isfinite(d)) return fail(fmt::format("number {} is out of the double range", text));
+        if (!std::isfinite(d))
+            return fail(fmt::format("number {} is out of the double range", text));
         return add(d);
     }
     bool string(string_t& s) override { return add(s); }
@@ -51,14 +53,15 @@ public:
         stack_.pop_back();
         return true;
     }
-    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    bool parse_error(std::size_t, const std::string&,
+                     const nlohmann::detail::exception& e) override {
         std::string what = e.what();
         // Drop nlohmann's "[json.exception.parse_error.101] " prefix.
         if (auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
         return fail(what);
     }
 
-private:
+  private:
     json* place(json value) {
         if (stack_.empty()) {
             root = std::move(value);
@@ -104,7 +107,8 @@ Bytes bytes_from_hex(const std::string& hex) {
     for (std::size_t i = 0; i < hex.size(); i += 2) {
         int hi = hex_digit(hex[i]);
         int lo = hex_digit(hex[i + 1]);
-        if (hi < 0 || lo < 0) throw JsonError(fmt::format("bytes hex '{}' is not hexadecimal", hex));
+        if (hi < 0 || lo < 0)
+            throw JsonError(fmt::format("bytes hex '{}' is not hexadecimal", hex));
         raw += static_cast<char>(hi * 16 + lo);
     }
     return Bytes(raw);
@@ -115,15 +119,20 @@ Bytes bytes_from_hex(const std::string& hex) {
 json parse_json(std::string_view text) {
     StrictBuilder builder;
     bool ok = json::sax_parse(text.begin(), text.end(), &builder);
-    if (!ok) throw JsonError(fmt::format("invalid JSON: {}", builder.error.empty() ? "parse failed" : builder.error));
+    if (!ok)
+        throw JsonError(fmt::format("invalid JSON: {}",
+                                    builder.error.empty() ? "parse failed" : builder.error));
     return std::move(builder.root);
 }
 
 Value value_from_json(const json& j) {
     switch (j.type()) {
-        case json::value_t::null: return none;
-        case json::value_t::boolean: return j.get<bool>();
-        case json::value_t::number_integer: return j.get<std::int64_t>();
+        case json::value_t::null:
+            return none;
+        case json::value_t::boolean:
+            return j.get<bool>();
+        case json::value_t::number_integer:
+            return j.get<std::int64_t>();
         case json::value_t::number_unsigned: {
             auto u = j.get<std::uint64_t>();
             if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
@@ -131,8 +140,10 @@ Value value_from_json(const json& j) {
             }
             return static_cast<std::int64_t>(u);
         }
-        case json::value_t::number_float: return j.get<double>();
-        case json::value_t::string: return j.get<std::string>();
+        case json::value_t::number_float:
+            return j.get<double>();
+        case json::value_t::string:
+            return j.get<std::string>();
         case json::value_t::object:
             if (j.size() == 1 && j.contains("bytes") && j["bytes"].is_string()) {
                 return bytes_from_hex(j["bytes"].get<std::string>());
@@ -142,20 +153,25 @@ Value value_from_json(const json& j) {
                 if (s == "nan") return std::numeric_limits<double>::quiet_NaN();
                 if (s == "inf") return std::numeric_limits<double>::infinity();
                 if (s == "-inf") return -std::numeric_limits<double>::infinity();
-                throw JsonError(fmt::format("unsupported float '{}': use \"nan\", \"inf\" or \"-inf\"", s));
+                throw JsonError(
+                    fmt::format("unsupported float '{}': use \"nan\", \"inf\" or \"-inf\"", s));
             }
-            throw JsonError(fmt::format("unsupported value {}: objects must be {{\"bytes\": \"<hex>\"}} "
-                                        "or {{\"float\": \"nan\"|\"inf\"|\"-inf\"}}",
-                                        j.dump()));
+            throw JsonError(
+                fmt::format("unsupported value {}: objects must be {{\"bytes\": \"<hex>\"}} "
+                            "or {{\"float\": \"nan\"|\"inf\"|\"-inf\"}}",
+                            j.dump()));
         case json::value_t::array:
-            throw JsonError(fmt::format("unsupported value {}: a ShareableList item cannot be a list", j.dump()));
-        default: break;
+            throw JsonError(fmt::format(
+                "unsupported value {}: a ShareableList item cannot be a list", j.dump()));
+        default:
+            break;
     }
     throw JsonError(fmt::format("unsupported value {}", j.dump()));
 }
 
 std::vector<Value> values_from_json(const json& j) {
-    if (!j.is_array()) throw JsonError(fmt::format("expected a JSON array of values, got {}", j.dump()));
+    if (!j.is_array())
+        throw JsonError(fmt::format("expected a JSON array of values, got {}", j.dump()));
     std::vector<Value> values;
     values.reserve(j.size());
     for (std::size_t i = 0; i < j.size(); ++i) {
@@ -170,16 +186,20 @@ std::vector<Value> values_from_json(const json& j) {
 
 json value_to_json(const Value& v) {
     switch (v.type()) {
-        case Value::Type::none: return nullptr;
-        case Value::Type::boolean: return v.get<bool>();
-        case Value::Type::integer: return v.get<std::int64_t>();
+        case Value::Type::none:
+            return nullptr;
+        case Value::Type::boolean:
+            return v.get<bool>();
+        case Value::Type::integer:
+            return v.get<std::int64_t>();
         case Value::Type::floating: {
             double d = v.get<double>();
             if (std::isnan(d)) return {{"float", "nan"}};
             if (std::isinf(d)) return {{"float", d > 0 ? "inf" : "-inf"}};
             return d;  // nlohmann writes the shortest round-trip form, with ".0" when integral
         }
-        case Value::Type::string: return v.get<std::string>();
+        case Value::Type::string:
+            return v.get<std::string>();
         case Value::Type::bytes: {
             static constexpr char hex[] = "0123456789abcdef";
             std::string out;

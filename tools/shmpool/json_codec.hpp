@@ -1,14 +1,14 @@
 // The CLI's JSON encoding of ShareableList values (the contract in docs/cli.md):
-// int <-> integer, float <-> number with '.' or exponent (non-finite: {"float":"nan"|"inf"|"-inf"}),
-// bool <-> true/false, None <-> null, str <-> string, bytes <-> {"bytes":"<lowercase hex>"}.
+// int <-> integer, float <-> number with '.' or exponent (non-finite:
+// {"float":"nan"|"inf"|"-inf"}), bool <-> true/false, None <-> null, str <-> string, bytes <->
+// {"bytes":"<lowercase hex>"}.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "shmpool/shm/value.hpp"
 
@@ -16,7 +16,7 @@ namespace shmpool::cli {
 
 /// Bad JSON text, or JSON that is not an encodable value.
 class JsonError : public std::invalid_argument {
-public:
+  public:
     using std::invalid_argument::invalid_argument;
 };
 

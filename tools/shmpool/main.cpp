@@ -1,11 +1,11 @@
 // shmpool: create, inspect, edit, list and remove shared-memory blocks and ShareableLists.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
 
 #include "commands.hpp"
 
@@ -20,16 +20,15 @@ int fail(int status, const std::string& message) {
     return status;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     CLI::App app{"shmpool: inspect and edit shared-memory blocks and ShareableLists", "shmpool"};
     app.require_subcommand(1);
     app.set_version_flag("--version", "shmpool 0.1.0");
 
     std::string json_text;
     std::string name;
-    auto* new_list = app.add_subcommand("new-list", "Create an untracked ShareableList; print its name");
+    auto* new_list =
+        app.add_subcommand("new-list", "Create an untracked ShareableList; print its name");
     new_list->add_option("--json", json_text, "the items, as a JSON array")->required();
     new_list->add_option("--name", name, "the block's name (default: a random psm_ name)");
 
@@ -74,4 +73,14 @@ int main(int argc, char** argv) {
         return fail(exit_error, e.what());
     }
     return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {  // only from setting up the parser: bad_alloc
+        return fail(exit_error, e.what());
+    }
 }

@@ -55,7 +55,8 @@ void inject_failure(Call call, int error, int times) noexcept {
 }
 
 void clear_injected_failures() noexcept {
-    for (auto& inj : injections) inj.times.store(0, std::memory_order_relaxed);
+    for (auto& inj : injections)
+        inj.times.store(0, std::memory_order_relaxed);
     any_injection.store(false, std::memory_order_relaxed);
 }
 
@@ -99,7 +100,9 @@ void* mmap_shared(std::size_t length, int prot, int fd) noexcept {
     return p == MAP_FAILED ? nullptr : p;
 }
 
-int munmap(void* address, std::size_t length) noexcept { return ::munmap(address, length); }
+int munmap(void* address, std::size_t length) noexcept {
+    return ::munmap(address, length);
+}
 
 void populate_for_write(void* address, std::size_t length) noexcept {
 #ifdef MADV_POPULATE_WRITE
@@ -111,7 +114,9 @@ void populate_for_write(void* address, std::size_t length) noexcept {
 }
 
 // Never retried: on Linux the descriptor is released even when close() reports EINTR.
-int close(int fd) noexcept { return ::close(fd); }
+int close(int fd) noexcept {
+    return ::close(fd);
+}
 
 int getrandom(void* buffer, std::size_t length) noexcept {
     auto* out = static_cast<unsigned char*>(buffer);

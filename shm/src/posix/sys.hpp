@@ -14,7 +14,17 @@
 
 namespace shmpool::sys {
 
-enum class Call { shm_open, shm_unlink, fstat, ftruncate, fallocate, fstatvfs, mmap, getrandom, count };
+enum class Call {
+    shm_open,
+    shm_unlink,
+    fstat,
+    ftruncate,
+    fallocate,
+    fstatvfs,
+    mmap,
+    getrandom,
+    count
+};
 
 /// Makes the next `times` calls of `call` fail with `error` (EINTR failures are retried, so they
 /// exercise the retry loop). Not thread-safe against concurrent calls of the same wrapper.
@@ -41,7 +51,7 @@ int getrandom(void* buffer, std::size_t length) noexcept;
 
 /// Owns one file descriptor; move-only; closes in the destructor.
 class FileDescriptor {
-public:
+  public:
     FileDescriptor() noexcept = default;
     explicit FileDescriptor(int fd) noexcept : fd_(fd) {}
     FileDescriptor(FileDescriptor&& other) noexcept : fd_(other.release()) {}
@@ -68,7 +78,7 @@ public:
         fd_ = -1;
     }
 
-private:
+  private:
     int fd_ = -1;
 };
 

@@ -11,7 +11,7 @@ namespace shmpool {
 
 /// What the file system says about one shared-memory block.
 struct BlockInfo {
-    std::string name;   ///< without the leading slash
+    std::string name;  ///< without the leading slash
     std::size_t size = 0;
     unsigned uid = 0;   ///< owning user
     std::string owner;  ///< the user's name, or the uid in decimal if it has none

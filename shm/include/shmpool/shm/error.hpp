@@ -39,8 +39,9 @@ inline std::error_code make_error_code(errc e) noexcept {
 /// header is out of range, an unknown format or transform code, a str that is not UTF-8).
 /// Never thrown for bad arguments; only for bad shared data.
 class CorruptedBlock : public std::system_error {
-public:
-    CorruptedBlock(errc code, const std::string& what) : std::system_error(make_error_code(code), what) {}
+  public:
+    CorruptedBlock(errc code, const std::string& what)
+        : std::system_error(make_error_code(code), what) {}
 };
 
 }  // namespace shmpool

@@ -15,6 +15,8 @@
 // Threads and processes: no locking; concurrent writers to one item may tear it, as in CPython.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -26,8 +28,6 @@
 #include <string_view>
 #include <vector>
 
-#include <fmt/format.h>
-
 #include "shmpool/shm/error.hpp"
 #include "shmpool/shm/shared_memory.hpp"
 #include "shmpool/shm/value.hpp"
@@ -35,7 +35,7 @@
 namespace shmpool {
 
 class ShareableList {
-public:
+  public:
     /// Largest str (UTF-8 bytes) or bytes item: its slot's "%ds" format must fit 8 characters.
     static constexpr std::size_t max_item_bytes = 9'999'991;
 
@@ -61,12 +61,13 @@ public:
     }
     /// Creates a list from any range of values convertible to Value.
     template <std::ranges::input_range R>
-        requires std::convertible_to<std::ranges::range_reference_t<R>, Value> &&
-                 (!std::convertible_to<R, std::span<const Value>>) &&
-                 (!std::convertible_to<R, std::string_view>)
-    static ShareableList create(R&& values, const CreateOptions& options = {}) {
+    requires std::convertible_to<std::ranges::range_reference_t<R>, Value> &&
+        (!std::convertible_to<R, std::span<const Value>>)&&(
+            !std::convertible_to<R, std::string_view>)static ShareableList
+        create(R&& values, const CreateOptions& options = {}) {
         std::vector<Value> copy;
-        for (auto&& v : values) copy.emplace_back(std::forward<decltype(v)>(v));
+        for (auto&& v : values)
+            copy.emplace_back(std::forward<decltype(v)>(v));
         return create(std::span<const Value>(copy), options);
     }
 
@@ -131,7 +132,7 @@ public:
     Iterator begin() const noexcept;
     Iterator end() const noexcept;
 
-private:
+  private:
     ShareableList(SharedMemory shm, std::vector<std::uint64_t> offsets);
     std::size_t checked_index(std::ptrdiff_t index, const char* operation) const;
 
@@ -148,16 +149,20 @@ private:
 };
 
 class ShareableList::Reference {
-public:
+  public:
     operator Value() const { return list_->get(index_); }  // NOLINT(google-explicit-constructor)
     Reference& operator=(const Value& value) {
         list_->set(index_, value);
         return *this;
     }
-    Reference& operator=(const Reference& other) { return *this = static_cast<Value>(other); }
+    /// Copies the other item's value (list[i] = list[j]), not the proxy.
+    Reference& operator=(const Reference& other) {
+        if (this != &other) *this = static_cast<Value>(other);
+        return *this;
+    }
     Reference(const Reference&) = default;
 
-private:
+  private:
     friend class ShareableList;
     Reference(ShareableList* list, std::ptrdiff_t index) noexcept : list_(list), index_(index) {}
     ShareableList* list_;
@@ -166,7 +171,7 @@ private:
 
 /// Iterates the items by value (each step reads the block afresh).
 class ShareableList::Iterator {
-public:
+  public:
     using iterator_concept = std::forward_iterator_tag;
     using value_type = Value;
     using difference_type = std::ptrdiff_t;
@@ -186,7 +191,7 @@ public:
         return a.index_ == b.index_;
     }
 
-private:
+  private:
     friend class ShareableList;
     Iterator(const ShareableList* list, std::size_t index) noexcept : list_(list), index_(index) {}
     const ShareableList* list_ = nullptr;
@@ -196,8 +201,12 @@ private:
 inline ShareableList::Reference ShareableList::operator[](std::ptrdiff_t index) noexcept {
     return {this, index};
 }
-inline ShareableList::Iterator ShareableList::begin() const noexcept { return {this, 0}; }
-inline ShareableList::Iterator ShareableList::end() const noexcept { return {this, count_}; }
+inline ShareableList::Iterator ShareableList::begin() const noexcept {
+    return {this, 0};
+}
+inline ShareableList::Iterator ShareableList::end() const noexcept {
+    return {this, count_};
+}
 
 /// CPython's repr: `ShareableList([1, 'a', b'x', None, True, 2.5], name='psm_0123abcd')`.
 std::string repr(const ShareableList& list);

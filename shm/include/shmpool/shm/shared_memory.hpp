@@ -40,7 +40,7 @@ struct AttachOptions {
 };
 
 class SharedMemory {
-public:
+  public:
     /// Longest name accepted, without the leading slash (NAME_MAX of /dev/shm).
     static constexpr std::size_t max_name_length = 255;
 
@@ -95,7 +95,7 @@ public:
     /// Removes the block from /dev/shm (see remove()); this object's mapping stays usable.
     void unlink() const { remove(name_); }
 
-private:
+  private:
     SharedMemory(std::string name, detail::Mapping mapping, bool read_only, bool tracked) noexcept
         : name_(std::move(name)),
           mapping_(std::move(mapping)),

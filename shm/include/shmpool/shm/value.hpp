@@ -5,6 +5,8 @@
 // Value(1.0) and Value(true) are three different values (Python would call them equal).
 #pragma once
 
+#include <fmt/format.h>
+
 #include <compare>
 #include <concepts>
 #include <cstddef>
@@ -13,8 +15,6 @@
 #include <string>
 #include <string_view>
 #include <variant>
-
-#include <fmt/format.h>
 
 namespace shmpool {
 
@@ -26,7 +26,7 @@ inline constexpr None none{};
 
 /// Python's bytes: an immutable run of raw bytes (kept in a std::string, which may hold NULs).
 class Bytes {
-public:
+  public:
     Bytes() = default;
     explicit Bytes(std::string_view raw) : data_(raw) {}
     explicit Bytes(std::span<const std::byte> raw)
@@ -41,13 +41,13 @@ public:
 
     friend bool operator==(const Bytes&, const Bytes&) = default;
 
-private:
+  private:
     std::string data_;
 };
 
 /// One item of a ShareableList.
 class Value {
-public:
+  public:
     enum class Type { none, boolean, integer, floating, string, bytes };
     using Storage = std::variant<None, bool, std::int64_t, double, std::string, Bytes>;
 
@@ -57,10 +57,10 @@ public:
     /// Any integer type but bool and the character types. Throws std::out_of_range for an
     /// unsigned value above INT64_MAX (CPython's 'q' cannot hold it either).
     template <std::integral T>
-        requires(!std::same_as<T, bool> && !std::same_as<T, char> && !std::same_as<T, char8_t> &&
-                 !std::same_as<T, char16_t> && !std::same_as<T, char32_t> &&
-                 !std::same_as<T, wchar_t>)
-    Value(T i) : storage_(checked_int(i)) {}
+    requires(!std::same_as<T, bool> && !std::same_as<T, char> && !std::same_as<T, char8_t> &&
+             !std::same_as<T, char16_t> && !std::same_as<T, char32_t> && !std::same_as<T, wchar_t>)
+        Value(T i)
+        : storage_(checked_int(i)) {}
     Value(double d) noexcept : storage_(d) {}
     Value(float f) noexcept : storage_(static_cast<double>(f)) {}
     Value(std::string s) noexcept : storage_(std::move(s)) {}
@@ -85,7 +85,7 @@ public:
 
     friend bool operator==(const Value&, const Value&) = default;
 
-private:
+  private:
     template <std::integral T>
     static std::int64_t checked_int(T i) {
         if constexpr (std::is_unsigned_v<T> && sizeof(T) >= sizeof(std::int64_t)) {

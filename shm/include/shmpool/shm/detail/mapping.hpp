@@ -9,7 +9,7 @@ namespace shmpool::detail {
 
 /// Owns one shared mapping; move-only; munmap in the destructor.
 class Mapping {
-public:
+  public:
     Mapping() noexcept = default;
     Mapping(void* address, std::size_t size) noexcept : address_(address), size_(size) {}
     Mapping(Mapping&& other) noexcept
@@ -34,7 +34,7 @@ public:
     /// Unmaps (idempotent, never throws).
     void reset() noexcept;
 
-private:
+  private:
     void* address_ = nullptr;
     std::size_t size_ = 0;
 };
