@@ -301,6 +301,16 @@ bool ShareableList::is_valid_layout(std::span<const std::byte> block) noexcept {
     }
 }
 
+bool ShareableList::layout_intact() const noexcept {
+    if (!shm_.is_open()) return false;
+    try {
+        Layout layout;
+        return parse_layout(shm_.buf(), layout).empty() && layout.offsets == offsets_;
+    } catch (...) {
+        return false;
+    }
+}
+
 std::size_t ShareableList::checked_index(std::ptrdiff_t index, const char* operation) const {
     std::ptrdiff_t i = index < 0 ? index + static_cast<std::ptrdiff_t>(count_) : index;
     if (i < 0 || i >= static_cast<std::ptrdiff_t>(count_)) {

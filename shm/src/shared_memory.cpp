@@ -5,12 +5,17 @@
 #include <fmt/format.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstring>
+#include <new>
 #include <limits>
 #include <stdexcept>
 
 #include "internal.hpp"
 #include "posix/sys.hpp"
+#include "registry.hpp"
+#include "shmpool/shm/detail/guard_trailer.hpp"
 
 namespace shmpool {
 namespace {
@@ -76,7 +81,65 @@ detail::Mapping map_block(int fd, const std::string& name, std::size_t size, boo
     return {p, size};
 }
 
+// Records this process as the block's owner in the registry (starting the tracker if needed).
+void register_owner(int fd, const std::string& name, bool shared_lifetime) {
+    struct ::stat st {};
+    if (sys::fstat(fd, &st) != 0) detail::throw_errno(errno, fmt::format("fstat('{}') failed", name));
+    detail::tracked_node().add(name, static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+                               detail::EntryKind::owner, shared_lifetime ? detail::entry_refcounted : 0);
+}
+
+// Records this process as a user of a shared-lifetime block (under the registry lock, so that a
+// cleanup cannot decide the block has no users while we join).
+void register_user(int fd, const std::string& name) {
+    struct ::stat st {};
+    if (sys::fstat(fd, &st) != 0) detail::throw_errno(errno, fmt::format("fstat('{}') failed", name));
+    detail::LocalNode& node = detail::tracked_node();
+    detail::RegistryLock lock;
+    bool shared = false;
+    for (const auto& n : detail::read_nodes()) {
+        for (const auto& e : n.entries) {
+            shared |= e.name == name && e.ino == static_cast<std::uint64_t>(st.st_ino) && e.refcounted;
+        }
+    }
+    if (!shared) {
+        throw std::invalid_argument(
+            fmt::format("block '{}' was not created with shared_lifetime: it cannot be shared", name));
+    }
+    node.add(name, static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+             detail::EntryKind::user, detail::entry_refcounted);
+}
+
+// The block's lock trailer, if it carries a valid one.
+detail::GuardTrailer* find_trailer(std::span<std::byte> block) noexcept {
+    constexpr std::size_t t = sizeof(detail::GuardTrailer);
+    if (block.size() < t || block.size() % 64 != 0) return nullptr;
+    auto* trailer = reinterpret_cast<detail::GuardTrailer*>(block.data() + block.size() - t);
+    if (std::memcmp(trailer->magic, detail::GuardTrailer::magic_value, 8) != 0) return nullptr;
+    std::uint64_t data = trailer->data_size;
+    if (data > block.size() - t || detail::guarded_block_size(data) != block.size()) return nullptr;
+    return trailer;
+}
+
 }  // namespace
+
+SharedMemory::SharedMemory(std::string name, detail::Mapping mapping, bool read_only, bool tracked) noexcept
+    : name_(std::move(name)), mapping_(std::move(mapping)), read_only_(read_only), tracked_(tracked) {
+    guard_ = find_trailer(mapping_.bytes());
+    size_ = guard_ ? static_cast<std::size_t>(guard_->data_size) : mapping_.size();
+}
+
+RobustMutex& SharedMemory::mutex() const {
+    if (guard_ == nullptr) {
+        throw std::logic_error(fmt::format("shared memory block '{}' carries no lock (create it guarded)", name_));
+    }
+    return guard_->mutex;
+}
+
+RobustCondition& SharedMemory::condition() const {
+    mutex();  // the same check
+    return guard_->condition;
+}
 
 SharedMemory SharedMemory::create(std::size_t size, const CreateOptions& options) {
     // A collision with an existing name is retried with a new one, as CPython does.
@@ -107,9 +170,18 @@ SharedMemory SharedMemory::create(std::string_view name, std::size_t size,
         detail::throw_errno(errno, fmt::format("shm_open('{}', create) failed", bare));
     }
     try {
-        size_block(fd.get(), bare, size, options.reserve);
-        detail::Mapping mapping = map_block(fd.get(), bare, size, true);
-        return SharedMemory(std::move(bare), std::move(mapping), false, options.track);
+        const std::size_t total = options.guarded ? detail::guarded_block_size(size) : size;
+        size_block(fd.get(), bare, total, options.reserve);
+        detail::Mapping mapping = map_block(fd.get(), bare, total, true);
+        if (options.guarded) {
+            std::byte* at = mapping.bytes().data() + total - sizeof(detail::GuardTrailer);
+            auto* trailer = new (at) detail::GuardTrailer{{}, size, {}, {}};
+            std::atomic_thread_fence(std::memory_order_release);
+            std::memcpy(trailer->magic, detail::GuardTrailer::magic_value, 8);
+        }
+        const bool tracked = options.track || options.shared_lifetime;
+        if (tracked) register_owner(fd.get(), bare, options.shared_lifetime);
+        return SharedMemory(std::move(bare), std::move(mapping), false, tracked);
     } catch (...) {
         // Nothing half-made is left behind: the new name is removed before the error propagates.
         sys::shm_unlink(path.c_str());
@@ -133,6 +205,7 @@ SharedMemory SharedMemory::attach(std::string_view name, const AttachOptions& op
     }
     detail::Mapping mapping =
         map_block(fd.get(), bare, static_cast<std::size_t>(st.st_size), writable);
+    if (options.share_lifetime) register_user(fd.get(), bare);
     return SharedMemory(std::move(bare), std::move(mapping), !writable, false);
 }
 
@@ -141,6 +214,8 @@ void SharedMemory::remove(std::string_view name) {
     if (sys::shm_unlink(path.c_str()) != 0) {
         detail::throw_errno(errno, fmt::format("shm_unlink('{}') failed", path.substr(1)));
     }
+    // Unlinking ends this process's ownership (or use) of the block.
+    if (detail::LocalNode* node = detail::LocalNode::existing()) node->remove(path.substr(1));
 }
 
 }  // namespace shmpool

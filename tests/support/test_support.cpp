@@ -2,6 +2,8 @@
 #include "test_support.hpp"
 
 #include <fcntl.h>
+#include <sys/inotify.h>
+#include <sys/syscall.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -9,12 +11,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
 #include <system_error>
+#include <utility>
 
 extern char** environ;
 
@@ -140,6 +144,150 @@ ProcessResult run_process(const std::vector<std::string>& argv, const std::strin
     if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
     if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
     return result;
+}
+
+namespace {
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+bool poll_one(int fd, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        pollfd p{fd, POLLIN, 0};
+        int n = ::poll(&p, 1, static_cast<int>(std::max<long>(0, left.count())));
+        if (n < 0 && errno == EINTR) continue;
+        return n > 0;
+    }
+}
+
+}  // namespace
+
+Child::Child(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+    Pipe in, out, err;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, in.fd[0], 0);
+    posix_spawn_file_actions_adddup2(&actions, out.fd[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, err.fd[1], 2);
+    std::vector<std::string> envs;
+    for (char** e = environ; *e; ++e) {
+        std::string entry = *e;
+        bool overridden = false;
+        for (const auto& o : env) overridden |= entry.rfind(o.substr(0, o.find('=') + 1), 0) == 0;
+        if (!overridden) envs.push_back(entry);
+    }
+    for (const auto& o : env) {
+        if (o.back() != '=') envs.push_back(o);
+    }
+    std::vector<char*> envp;
+    for (auto& e : envs) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    int rc = ::posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) throw std::system_error(rc, std::generic_category(), "posix_spawnp " + argv[0]);
+    pidfd_ = pidfd_open(pid_);
+    in_ = std::exchange(in.fd[1], -1);
+    out_ = std::exchange(out.fd[0], -1);
+    err_ = std::exchange(err.fd[0], -1);
+}
+
+Child::~Child() {
+    if (!reaped_) {
+        ::kill(pid_, SIGKILL);
+        int status = 0;
+        while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+        }
+    }
+    for (int fd : {pidfd_, in_, out_, err_}) {
+        if (fd >= 0) ::close(fd);
+    }
+}
+
+std::optional<std::string> Child::read_line(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        if (auto nl = out_buffer_.find('\n'); nl != std::string::npos) {
+            std::string line = out_buffer_.substr(0, nl);
+            out_buffer_.erase(0, nl + 1);
+            return line;
+        }
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0 || !poll_one(out_, left)) return std::nullopt;
+        char buf[4096];
+        ssize_t n = ::read(out_, buf, sizeof buf);
+        if (n <= 0) return std::nullopt;
+        out_buffer_.append(buf, static_cast<std::size_t>(n));
+    }
+}
+
+std::string Child::read_stderr(std::chrono::milliseconds timeout) {
+    std::string all;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0 || !poll_one(err_, left)) return all;
+        char buf[4096];
+        ssize_t n = ::read(err_, buf, sizeof buf);
+        if (n <= 0) return all;
+        all.append(buf, static_cast<std::size_t>(n));
+    }
+}
+
+void Child::close_stdin() {
+    if (in_ >= 0) ::close(in_);
+    in_ = -1;
+}
+
+void Child::kill(int signal) { ::kill(pid_, signal); }
+
+std::optional<int> Child::wait(std::chrono::milliseconds timeout) {
+    if (!poll_one(pidfd_, timeout)) return std::nullopt;
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    reaped_ = true;
+    return status;
+}
+
+bool wait_for_removal(const std::string& name, std::chrono::milliseconds timeout) {
+    int fd = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "inotify_init1");
+    ::inotify_add_watch(fd, "/dev/shm", IN_DELETE);
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    bool gone = !block_exists(name);  // checked after the watch is set: no event can be missed
+    while (!gone) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0 || !poll_one(fd, left)) break;
+        alignas(inotify_event) char buf[8192];
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        for (ssize_t off = 0; off < n;) {
+            auto* ev = reinterpret_cast<inotify_event*>(buf + off);
+            if (ev->len > 0 && name == ev->name) gone = true;
+            off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+        }
+    }
+    ::close(fd);
+    return gone;
+}
+
+bool wait_for_exit(pid_t pid, std::chrono::milliseconds timeout) {
+    int fd = pidfd_open(pid);
+    if (fd < 0) return errno == ESRCH;
+    bool exited = poll_one(fd, timeout);
+    ::close(fd);
+    return exited;
+}
+
+std::chrono::milliseconds prompt() {
+#ifdef SHMPOOL_TEST_SANITIZED
+    return std::chrono::milliseconds(1000);
+#else
+    return std::chrono::milliseconds(100);
+#endif
 }
 
 namespace {

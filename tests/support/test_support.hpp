@@ -2,6 +2,8 @@
 // and the check that no test leaves a block in /dev/shm.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <optional>
 #include <string>
@@ -31,6 +33,44 @@ struct ProcessResult {
 /// outputs, and kills it (SIGKILL) if it runs longer than `timeout`.
 ProcessResult run_process(const std::vector<std::string>& argv, const std::string& input = {},
                           std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+/// A running child process with pipes to its stdin, stdout and stderr.
+class Child {
+public:
+    /// Starts argv (env entries "K=V" are added to, or with "K=" removed from, this environment).
+    explicit Child(const std::vector<std::string>& argv, const std::vector<std::string>& env = {});
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+    ~Child();  // kills (SIGKILL) and reaps a child still running
+
+    pid_t pid() const noexcept { return pid_; }
+    /// The next line of its stdout (without the newline); nothing on EOF or timeout.
+    std::optional<std::string> read_line(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+    /// Everything left on its stderr until EOF (bounded).
+    std::string read_stderr(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+    void close_stdin();
+    void kill(int signal);
+    /// Waits for it to exit; the raw wait status, or nothing on timeout.
+    std::optional<int> wait(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+private:
+    pid_t pid_ = -1;
+    int pidfd_ = -1;
+    int in_ = -1;
+    int out_ = -1;
+    int err_ = -1;
+    std::string out_buffer_;
+    bool reaped_ = false;
+};
+
+/// Waits until /dev/shm/<name> is gone (an inotify event, not polling); false on timeout.
+bool wait_for_removal(const std::string& name, std::chrono::milliseconds timeout);
+
+/// Waits until process `pid` has exited (pidfd); false on timeout.
+bool wait_for_exit(pid_t pid, std::chrono::milliseconds timeout);
+
+/// How long "promptly" may take: 100 ms, more under sanitizers.
+std::chrono::milliseconds prompt();
 
 /// Paths handed down by CMake.
 std::string cli_path();     ///< build/bin/shmpool

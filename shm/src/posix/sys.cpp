@@ -2,6 +2,8 @@
 #include "posix/sys.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -127,6 +129,69 @@ int getrandom(void* buffer, std::size_t length) noexcept {
         length -= static_cast<std::size_t>(n);
     }
     return 0;
+}
+
+int open(const char* path, int flags, mode_t mode) noexcept {
+    return retry(Call::open, [&] { return ::open(path, flags | O_CLOEXEC, mode); });
+}
+
+int mkdir(const char* path, mode_t mode) noexcept { return ::mkdir(path, mode); }
+
+int lstat(const char* path, struct ::stat* st) noexcept { return ::lstat(path, st); }
+
+int unlink(const char* path) noexcept { return ::unlink(path); }
+
+int grow_file(int fd, off_t length) noexcept {
+    int err = 0;
+    do {
+        err = ::posix_fallocate(fd, 0, length);
+    } while (err == EINTR);
+    if (err == 0) return 0;
+    errno = err;
+    return -1;
+}
+
+int lock_exclusive(int fd) noexcept {
+    int rc = 0;
+    do {
+        rc = ::flock(fd, LOCK_EX);
+    } while (rc != 0 && errno == EINTR);
+    return rc;
+}
+
+int ofd_lock(int fd) noexcept {
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    return ::fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+int ofd_locked(int fd) noexcept {
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    if (::fcntl(fd, F_OFD_GETLK, &fl) != 0) return -1;
+    return fl.l_type == F_UNLCK ? 0 : 1;
+}
+
+int pidfd_open(pid_t pid) noexcept {
+    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+ssize_t read(int fd, void* buffer, std::size_t length) noexcept {
+    ssize_t n = 0;
+    do {
+        n = ::read(fd, buffer, length);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+ssize_t write(int fd, const void* buffer, std::size_t length) noexcept {
+    ssize_t n = 0;
+    do {
+        n = ::write(fd, buffer, length);
+    } while (n < 0 && errno == EINTR);
+    return n;
 }
 
 }  // namespace shmpool::sys

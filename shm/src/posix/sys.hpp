@@ -23,6 +23,7 @@ enum class Call {
     fstatvfs,
     mmap,
     getrandom,
+    open,
     count
 };
 
@@ -48,6 +49,25 @@ void populate_for_write(void* address, std::size_t length) noexcept;
 int close(int fd) noexcept;
 /// Fills the buffer from the kernel's secure random source; -1 with errno on failure.
 int getrandom(void* buffer, std::size_t length) noexcept;
+
+// Files of the registry (always O_CLOEXEC).
+int open(const char* path, int flags, mode_t mode = 0) noexcept;
+int mkdir(const char* path, mode_t mode) noexcept;
+int lstat(const char* path, struct ::stat* st) noexcept;
+int unlink(const char* path) noexcept;
+/// posix_fallocate(fd, 0, length): grows a file, never shrinks it.
+int grow_file(int fd, off_t length) noexcept;
+/// flock(fd, LOCK_EX), waiting.
+int lock_exclusive(int fd) noexcept;
+/// Takes an OFD write lock on the whole file without waiting (held until the description closes).
+int ofd_lock(int fd) noexcept;
+/// Whether some other open file description holds a lock on the file: 1 yes, 0 no, -1 error.
+int ofd_locked(int fd) noexcept;
+/// A pidfd for `pid` (Linux 5.3), -1 with errno on failure.
+int pidfd_open(pid_t pid) noexcept;
+/// Reads/writes, retrying EINTR (partial transfers are returned as is).
+ssize_t read(int fd, void* buffer, std::size_t length) noexcept;
+ssize_t write(int fd, const void* buffer, std::size_t length) noexcept;
 
 /// Owns one file descriptor; move-only; closes in the destructor.
 class FileDescriptor {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "shmpool/shm/error.hpp"
+#include "shmpool/shm/robust_mutex.hpp"
 #include "shmpool/shm/shared_memory.hpp"
 #include "shmpool/shm/value.hpp"
 
@@ -119,6 +120,16 @@ class ShareableList {
     std::optional<std::size_t> find(const Value& value) const;
     /// All items, in order.
     std::vector<Value> to_vector() const;
+
+    /// Whether the list carries a lock (created with CreateOptions::guarded). CPython still reads
+    /// and writes a guarded list, without taking the lock.
+    bool guarded() const noexcept { return shm_.guarded(); }
+    /// Takes the list's lock; std::logic_error if it has none. If the previous holder died,
+    /// the guard's owner_died() says so: check layout_intact(), repair, make_consistent().
+    RobustLock lock() { return RobustLock(shm_.mutex()); }
+    /// Re-validates the whole layout in the block (header, offsets, formats, codes), e.g. after
+    /// a holder of the lock died mid-write.
+    bool layout_intact() const noexcept;
 
     const std::string& name() const noexcept { return shm_.name(); }
     const SharedMemory& shm() const noexcept { return shm_; }

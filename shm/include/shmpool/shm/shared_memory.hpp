@@ -15,21 +15,34 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "shmpool/shm/detail/mapping.hpp"
+#include "shmpool/shm/robust_mutex.hpp"
 
 namespace shmpool {
 
+namespace detail {
+struct GuardTrailer;
+}
+
 /// How a new block is created.
 struct CreateOptions {
-    /// Register the block with the resource tracker, which owns its cleanup if this process dies.
+    /// Register the block with the resource tracker: this process owns it, and if it dies with
+    /// the block still registered, the tracker unlinks it (see tracker.hpp).
     bool track = true;
+    /// Instead of dying with its owner, the block lives while any registered user lives (the
+    /// owner, and attachers with AttachOptions::share_lifetime). Implies track.
+    bool shared_lifetime = false;
     /// Reserve the block's pages at creation (posix_fallocate), so that a full /dev/shm is an
     /// ENOSPC error now instead of a SIGBUS on first touch. Turn off for blocks meant to be used
     /// sparsely (the pages are then allocated as they are first written).
     bool reserve = true;
     /// Permission bits of the new block (before the umask), 0600 as in CPython.
     unsigned mode = 0600;
+    /// The block carries a RobustMutex and a RobustCondition in a 64-byte trailer after its
+    /// data (detail/guard_trailer.hpp); size() and buf() are the data, without the trailer.
+    bool guarded = false;
 };
 
 /// How an existing block is mapped.
@@ -37,6 +50,9 @@ enum class Access { read_write, read_only };
 
 struct AttachOptions {
     Access access = Access::read_write;
+    /// Register this process as a user of a block created with CreateOptions::shared_lifetime,
+    /// keeping it alive while this process lives. std::invalid_argument for other blocks.
+    bool share_lifetime = false;
 };
 
 class SharedMemory {
@@ -71,39 +87,66 @@ class SharedMemory {
     /// slash is accepted (and dropped by the other functions).
     static void validate_name(std::string_view name);
 
-    SharedMemory(SharedMemory&&) noexcept = default;
-    SharedMemory& operator=(SharedMemory&&) noexcept = default;
+    SharedMemory(SharedMemory&& other) noexcept
+        : name_(std::move(other.name_)),
+          mapping_(std::move(other.mapping_)),
+          size_(std::exchange(other.size_, 0)),
+          guard_(std::exchange(other.guard_, nullptr)),
+          read_only_(other.read_only_),
+          tracked_(other.tracked_) {}
+    SharedMemory& operator=(SharedMemory&& other) noexcept {
+        if (this != &other) {
+            name_ = std::move(other.name_);
+            mapping_ = std::move(other.mapping_);
+            size_ = std::exchange(other.size_, 0);
+            guard_ = std::exchange(other.guard_, nullptr);
+            read_only_ = other.read_only_;
+            tracked_ = other.tracked_;
+        }
+        return *this;
+    }
     SharedMemory(const SharedMemory&) = delete;
     SharedMemory& operator=(const SharedMemory&) = delete;
     ~SharedMemory() = default;
 
     /// The block's name without the leading slash (kept after close(), as in CPython).
     const std::string& name() const noexcept { return name_; }
-    /// Size of the block in bytes (0 once closed).
-    std::size_t size() const noexcept { return mapping_.size(); }
-    /// The mapped bytes (empty once closed).
-    std::span<std::byte> buf() const noexcept { return mapping_.bytes(); }
+    /// Size of the data in bytes (0 once closed): the whole block, or for a guarded block the
+    /// part before its lock trailer.
+    std::size_t size() const noexcept { return size_; }
+    /// The data (empty once closed).
+    std::span<std::byte> buf() const noexcept { return mapping_.bytes().first(size_); }
     std::byte* data() const noexcept { return mapping_.bytes().data(); }
+    /// Size of the whole mapping, trailer included.
+    std::size_t mapped_size() const noexcept { return mapping_.size(); }
+
+    /// Whether the block carries a lock (created with CreateOptions::guarded).
+    bool guarded() const noexcept { return guard_ != nullptr; }
+    /// The block's lock and condition; std::logic_error if it is not guarded.
+    RobustMutex& mutex() const;
+    RobustCondition& condition() const;
     bool is_open() const noexcept { return mapping_.valid(); }
     bool read_only() const noexcept { return read_only_; }
     /// Whether the block was created with CreateOptions::track.
     bool tracked() const noexcept { return tracked_; }
 
     /// Unmaps the block from this process; idempotent; never unlinks.
-    void close() noexcept { mapping_.reset(); }
+    void close() noexcept {
+        mapping_.reset();
+        size_ = 0;
+        guard_ = nullptr;
+    }
 
     /// Removes the block from /dev/shm (see remove()); this object's mapping stays usable.
     void unlink() const { remove(name_); }
 
   private:
-    SharedMemory(std::string name, detail::Mapping mapping, bool read_only, bool tracked) noexcept
-        : name_(std::move(name)),
-          mapping_(std::move(mapping)),
-          read_only_(read_only),
-          tracked_(tracked) {}
+    SharedMemory(std::string name, detail::Mapping mapping, bool read_only, bool tracked) noexcept;
 
     std::string name_;
     detail::Mapping mapping_;
+    std::size_t size_ = 0;
+    detail::GuardTrailer* guard_ = nullptr;
     bool read_only_ = false;
     bool tracked_ = false;
 };
