@@ -160,6 +160,9 @@ TEST(RobustCondition, AKilledWaiterDoesNotWedgeIt) {
     {
         Child doomed({shmpool::test::helper_path(), "wait-condition", g.name});
         ASSERT_EQ(doomed.read_line(), "waiting");
+        // Holding the lock proves the waiter released it: it is inside the wait when killed.
+        RobustLock held(g.shm.mutex());
+        ASSERT_FALSE(held.owner_died());
         doomed.kill(SIGKILL);
         ASSERT_TRUE(doomed.wait());
     }
