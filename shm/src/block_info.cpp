@@ -11,6 +11,7 @@
 
 #include "internal.hpp"
 #include "posix/sys.hpp"
+#include "registry.hpp"
 #include "shmpool/shm/shareable_list.hpp"
 
 namespace shmpool {
@@ -26,17 +27,42 @@ std::string user_name(uid_t uid) {
     return std::to_string(uid);
 }
 
-std::optional<bool> parses_as_list(const std::string& name) {
+// Reads what the block's contents say: list layout, lock trailer.
+void inspect_contents(const std::string& name, BlockInfo& info) {
     try {
         SharedMemory shm = SharedMemory::attach(name, {.access = Access::read_only});
-        return ShareableList::is_valid_layout(shm.buf());
+        info.shareable_list = ShareableList::is_valid_layout(shm.buf());
+        info.guarded = shm.guarded();
+        if (shm.guarded()) info.lock = shm.mutex().state();
     } catch (const std::system_error& e) {
-        if (e.code() == std::errc::invalid_argument) return false;  // empty block
-        return std::nullopt;                                        // not readable by us
+        if (e.code() == std::errc::invalid_argument) info.shareable_list = false;  // empty block
+        // otherwise not readable by us: unknown
     }
 }
 
-std::optional<BlockInfo> info_for(const std::string& name) {
+// Who owns which tracked block, from the registry (read once per listing).
+struct Owners {
+    std::vector<detail::NodeFile> nodes;
+    Owners() {
+        try {
+            nodes = detail::read_nodes();
+        } catch (const std::system_error&) {
+            // No registry here (e.g. another user's runtime directory): nothing is tracked.
+        }
+    }
+    void fill(BlockInfo& info, std::uint64_t dev, std::uint64_t ino) const {
+        for (const auto& node : nodes) {
+            for (const auto& e : node.entries) {
+                if (e.kind == detail::EntryKind::owner && e.name == info.name && e.ino == ino && e.dev == dev) {
+                    info.owner_pid = node.pid;
+                    info.owner_alive = node.alive;
+                }
+            }
+        }
+    }
+};
+
+std::optional<BlockInfo> info_for(const std::string& name, const Owners& owners) {
     std::string path = fmt::format("{}/{}", shm_directory(), name);
     struct ::stat st {};
     if (sys::stat(path.c_str(), &st) != 0) {
@@ -54,7 +80,8 @@ std::optional<BlockInfo> info_for(const std::string& name) {
         std::chrono::duration_cast<std::chrono::system_clock::duration>(
             std::chrono::seconds(st.st_mtim.tv_sec) +
             std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
-    info.shareable_list = parses_as_list(name);
+    inspect_contents(name, info);
+    owners.fill(info, static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino));
     return info;
 }
 
@@ -69,10 +96,11 @@ std::vector<BlockInfo> list_blocks() {
     std::error_code ec;
     std::filesystem::directory_iterator it(shm_directory(), ec);
     if (ec) throw std::system_error(ec, fmt::format("cannot list {}", shm_directory()));
+    Owners owners;
     for (const auto& entry : it) {
         std::string name = entry.path().filename().string();
         if (name.starts_with("sem.")) continue;  // POSIX semaphores live here too
-        if (auto info = info_for(name)) blocks.push_back(std::move(*info));
+        if (auto info = info_for(name, owners)) blocks.push_back(std::move(*info));
     }
     std::sort(blocks.begin(), blocks.end(),
               [](const BlockInfo& a, const BlockInfo& b) { return a.name < b.name; });
@@ -80,7 +108,7 @@ std::vector<BlockInfo> list_blocks() {
 }
 
 std::optional<BlockInfo> stat_block(std::string_view name) {
-    return info_for(std::string(detail::strip_name(name)));
+    return info_for(std::string(detail::strip_name(name)), Owners());
 }
 
 }  // namespace shmpool

@@ -1,16 +1,22 @@
 // Implementation of the shmpool subcommands (contract in docs/cli.md).
 #include "commands.hpp"
 
-#include <fmt/chrono.h>
-#include <fmt/format.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <cstdio>
 #include <ctime>
 
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
 #include "json_codec.hpp"
 #include "shmpool/shm/block_info.hpp"
 #include "shmpool/shm/shareable_list.hpp"
+#include "shmpool/shm/tracker.hpp"
 
 namespace shmpool::cli {
 namespace {
@@ -24,45 +30,160 @@ std::ptrdiff_t parse_index(const std::string& text) {
     return index;
 }
 
-std::string mode_string(unsigned mode) {
-    return fmt::format("{:04o}", mode);
+std::string mode_string(unsigned mode) { return fmt::format("{:04o}", mode); }
+
+std::string yes_no(const std::optional<bool>& b) {
+    if (!b) return "?";
+    return *b ? "yes" : "no";
 }
 
-std::string list_column(const std::optional<bool>& parses) {
-    if (!parses) return "?";
-    return *parses ? "yes" : "no";
+// One word for a lock's state: free, held:<tid>, owner-died, inconsistent:<tid>, not-recoverable.
+std::string lock_word(const RobustMutex::State& s) {
+    if (s.not_recoverable) return "not-recoverable";
+    if (s.inconsistent) return fmt::format("inconsistent:{}", s.holder_tid);
+    if (s.locked) return fmt::format("held:{}", s.holder_tid);
+    if (s.owner_died) return "owner-died";
+    return "free";
+}
+
+void warn(const std::string& message) {
+    std::fflush(stdout);
+    fmt::print(stderr, "shmpool: warning: {}\n", message);
+}
+
+// Holds a guarded list's lock for a CLI command, recovering from a dead previous holder when
+// the list's layout proves intact, and refusing (leaving the lock marked) when it is not.
+class CommandLock {
+public:
+    CommandLock(ShareableList& list, double timeout_seconds) : list_(list) {
+        if (!list.guarded()) return;
+        RobustMutex& m = list.shm().mutex();
+        auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(timeout_seconds));
+        std::optional<LockResult> r;
+        try {
+            r = m.try_lock_for(timeout);
+        } catch (const std::system_error& e) {
+            throw CommandError(fmt::format("cannot lock list '{}': {}", list.name(), e.what()));
+        }
+        if (!r) {
+            throw CommandError(fmt::format("the lock of list '{}' is held by thread {}; gave up after {} s",
+                                           list.name(), m.state().holder_tid, timeout_seconds));
+        }
+        held_ = true;
+        if (*r == LockResult::owner_died) {
+            if (!list.layout_intact()) {
+                m.unlock();  // without make_consistent(): the lock now says the data is broken
+                held_ = false;
+                throw CommandError(fmt::format("the previous holder of the lock of list '{}' died and left its "
+                                               "layout broken; the lock is left marked not recoverable",
+                                               list.name()));
+            }
+            warn(fmt::format("the previous holder of the lock of list '{}' died holding it; the list's layout "
+                             "is intact, so the lock was marked consistent",
+                             list.name()));
+            m.make_consistent();
+        }
+    }
+    CommandLock(const CommandLock&) = delete;
+    CommandLock& operator=(const CommandLock&) = delete;
+    ~CommandLock() {
+        if (held_) list_.shm().mutex().unlock();
+    }
+
+private:
+    ShareableList& list_;
+    bool held_ = false;
+};
+
+// Waits until stdin reaches EOF or SIGINT/SIGTERM arrives (blocked beforehand, taken here).
+void wait_for_release() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    int sfd = ::signalfd(-1, &set, SFD_CLOEXEC);
+    pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {sfd, POLLIN, 0}};
+    for (;;) {
+        int n = ::poll(fds, 2, -1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 || (fds[1].revents & POLLIN)) break;
+        if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            char buf[4096];
+            ssize_t got = ::read(STDIN_FILENO, buf, sizeof buf);
+            if (got <= 0) break;  // EOF: the caller closed our stdin
+        }
+    }
+    ::close(sfd);
 }
 
 }  // namespace
 
-void new_list(const std::string& json_text, const std::string& name) {
-    std::vector<Value> values = values_from_json(parse_json(json_text));
-    // Untracked: the list outlives this short-lived process, as the user asked.
-    CreateOptions options{.track = false};
-    ShareableList list = name.empty() ? ShareableList::create(values, options)
-                                      : ShareableList::create(name, values, options);
-    fmt::print("{}\n", list.name());
+void block_termination_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    ::sigprocmask(SIG_BLOCK, &set, nullptr);
 }
 
-void show(const std::string& name, bool as_json) {
-    ShareableList list = ShareableList::attach(name, {.access = Access::read_only});
-    std::vector<Value> values = list.to_vector();
+void new_list(const std::string& json_text, const NewListOptions& options) {
+    std::vector<Value> values = values_from_json(parse_json(json_text));
+    // Untracked unless --own: the list outlives this short-lived process, as the user asked.
+    CreateOptions create{.track = options.own, .guarded = options.guarded};
+    ShareableList list = options.name.empty() ? ShareableList::create(values, create)
+                                              : ShareableList::create(options.name, values, create);
+    fmt::print("{}\n", list.name());
+    std::fflush(stdout);
+    if (!options.own) return;
+    wait_for_release();
+    list.unlink();
+}
+
+void show(const std::string& name, bool as_json, double lock_timeout) {
+    // Read-write only to take a guarded list's lock; the list itself is never written.
+    ShareableList list;
+    try {
+        list = ShareableList::attach(name);
+    } catch (const std::system_error& e) {
+        if (e.code() != std::errc::permission_denied) throw;
+        list = ShareableList::attach(name, {.access = Access::read_only});
+        if (list.guarded()) warn(fmt::format("no write access to list '{}': shown without taking its lock", name));
+    }
+    std::optional<RobustMutex::State> before;
+    if (list.guarded()) before = list.shm().mutex().state();
+    std::vector<Value> values;
+    {
+        std::optional<CommandLock> lock;
+        if (!list.shm().read_only()) lock.emplace(list, lock_timeout);
+        values = list.to_vector();
+    }
     if (as_json) {
         nlohmann::json array = nlohmann::json::array();
-        for (const Value& v : values)
-            array.push_back(value_to_json(v));
+        for (const Value& v : values) array.push_back(value_to_json(v));
         fmt::print("{}\n", array.dump(-1, ' ', false, nlohmann::json::error_handler_t::strict));
     } else {
         fmt::print("{}\n", repr(list));
+        if (before) fmt::print("lock: {}\n", lock_word(*before));
     }
 }
 
-void set(const std::string& name, const std::string& index_text, const std::string& json_text) {
+void set(const std::string& name, const std::string& index_text, const std::string& json_text,
+         double lock_timeout) {
     std::ptrdiff_t index = parse_index(index_text);
     // Parse and check everything before touching the block.
     Value value = value_from_json(parse_json(json_text));
     ShareableList list = ShareableList::attach(name);
+    CommandLock lock(list, lock_timeout);
     list.set(index, value);
+}
+
+void lock(const std::string& name, double lock_timeout) {
+    ShareableList list = ShareableList::attach(name);
+    if (!list.guarded()) throw CommandError(fmt::format("list '{}' carries no lock (create it with --guarded)", name));
+    CommandLock held(list, lock_timeout);
+    fmt::print("locked\n");
+    std::fflush(stdout);
+    wait_for_release();
 }
 
 void rm(const std::vector<std::string>& names) {
@@ -72,8 +193,7 @@ void rm(const std::vector<std::string>& names) {
             throw CommandError(fmt::format("no shared memory block named '{}'", name));
         }
     }
-    for (const std::string& name : names)
-        SharedMemory::remove(name);
+    for (const std::string& name : names) SharedMemory::remove(name);
 }
 
 void ls(bool as_json) {
@@ -81,17 +201,20 @@ void ls(bool as_json) {
     if (as_json) {
         nlohmann::json array = nlohmann::json::array();
         for (const BlockInfo& b : blocks) {
+            auto opt = [](const auto& o) { return o ? nlohmann::json(*o) : nlohmann::json(); };
             nlohmann::json entry = {
                 {"name", b.name},
                 {"size", b.size},
                 {"owner", b.owner},
                 {"uid", b.uid},
                 {"mode", mode_string(b.mode)},
-                {"modified",
-                 fmt::format("{:%Y-%m-%dT%H:%M:%S}Z",
-                             fmt::gmtime(std::chrono::system_clock::to_time_t(b.modified)))},
-                {"shareable_list",
-                 b.shareable_list ? nlohmann::json(*b.shareable_list) : nlohmann::json()},
+                {"modified", fmt::format("{:%Y-%m-%dT%H:%M:%S}Z",
+                                         fmt::gmtime(std::chrono::system_clock::to_time_t(b.modified)))},
+                {"shareable_list", opt(b.shareable_list)},
+                {"owner_pid", opt(b.owner_pid)},
+                {"owner_alive", opt(b.owner_alive)},
+                {"guarded", b.guarded},
+                {"lock", b.lock ? nlohmann::json(lock_word(*b.lock)) : nlohmann::json()},
             };
             array.push_back(std::move(entry));
         }
@@ -104,13 +227,48 @@ void ls(bool as_json) {
         name_width = std::max(name_width, b.name.size());
         owner_width = std::max(owner_width, b.owner.size());
     }
-    fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:<19}  {}\n", "NAME", name_width, "SIZE", "OWNER",
-               owner_width, "MODE", "MODIFIED", "LIST");
+    fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:<19}  {:<4}  {:>7}  {:<5}  {}\n", "NAME", name_width, "SIZE",
+               "OWNER", owner_width, "MODE", "MODIFIED", "LIST", "PID", "ALIVE", "LOCK");
     for (const BlockInfo& b : blocks) {
-        fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:%Y-%m-%d %H:%M:%S}  {}\n", b.name, name_width,
-                   b.size, b.owner, owner_width, mode_string(b.mode),
-                   fmt::localtime(std::chrono::system_clock::to_time_t(b.modified)),
-                   list_column(b.shareable_list));
+        fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:%Y-%m-%d %H:%M:%S}  {:<4}  {:>7}  {:<5}  {}\n", b.name,
+                   name_width, b.size, b.owner, owner_width, mode_string(b.mode),
+                   fmt::localtime(std::chrono::system_clock::to_time_t(b.modified)), yes_no(b.shareable_list),
+                   b.owner_pid ? std::to_string(*b.owner_pid) : "-", b.owner_alive ? yes_no(b.owner_alive) : "-",
+                   b.lock ? lock_word(*b.lock) : "-");
+    }
+}
+
+void tracker(bool as_json) {
+    auto trackers = Tracker::list_all();
+    if (as_json) {
+        nlohmann::json array = nlohmann::json::array();
+        for (const auto& t : trackers) {
+            nlohmann::json blocks = nlohmann::json::array();
+            for (const auto& b : t.blocks) {
+                blocks.push_back({{"name", b.name},
+                                  {"owner_pid", b.owner_pid},
+                                  {"owner_alive", b.owner_alive},
+                                  {"shared_lifetime", b.shared_lifetime},
+                                  {"users", b.users}});
+            }
+            array.push_back({{"pid", t.pid}, {"socket", t.socket}, {"blocks", blocks}});
+        }
+        fmt::print("{}\n", array.dump(2));
+        return;
+    }
+    for (const auto& t : trackers) {
+        fmt::print("tracker {} ({} blocks)\n", t.pid, t.blocks.size());
+        for (const auto& b : t.blocks) {
+            fmt::print("  {}  owner {} ({}){}\n", b.name, b.owner_pid, b.owner_alive ? "alive" : "dead",
+                       b.shared_lifetime ? fmt::format(", shared lifetime, users {}", fmt::join(b.users, ","))
+                                         : std::string());
+        }
+    }
+}
+
+void gc(bool dry_run) {
+    for (const auto& b : collect_garbage(dry_run)) {
+        fmt::print("{} {} (owner pid {})\n", dry_run ? "would remove" : "removed", b.name, b.owner_pid);
     }
 }
 

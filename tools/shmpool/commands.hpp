@@ -1,6 +1,7 @@
 // The shmpool CLI's subcommands, each a thin layer over the shm library's public API.
 #pragma once
 
+#include <chrono>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -13,10 +14,23 @@ class CommandError : public std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-void new_list(const std::string& json_text, const std::string& name);
-void show(const std::string& name, bool as_json);
-void set(const std::string& name, const std::string& index_text, const std::string& json_text);
+struct NewListOptions {
+    std::string name;
+    bool guarded = false;
+    bool own = false;  ///< stay alive as the tracked owner until stdin closes or a signal
+};
+
+void new_list(const std::string& json_text, const NewListOptions& options);
+void show(const std::string& name, bool as_json, double lock_timeout);
+void set(const std::string& name, const std::string& index_text, const std::string& json_text,
+         double lock_timeout);
 void rm(const std::vector<std::string>& names);
 void ls(bool as_json);
+void lock(const std::string& name, double lock_timeout);
+void tracker(bool as_json);
+void gc(bool dry_run);
+
+/// Blocks SIGINT and SIGTERM (to be taken by wait_for_release()); call before starting threads.
+void block_termination_signals();
 
 }  // namespace shmpool::cli

@@ -27,21 +27,32 @@ int run(int argc, char** argv) {
 
     std::string json_text;
     std::string name;
-    auto* new_list =
-        app.add_subcommand("new-list", "Create an untracked ShareableList; print its name");
+    shmpool::cli::NewListOptions list_options;
+    double lock_timeout = 10;
+    auto* new_list = app.add_subcommand("new-list", "Create a ShareableList; print its name");
     new_list->add_option("--json", json_text, "the items, as a JSON array")->required();
-    new_list->add_option("--name", name, "the block's name (default: a random psm_ name)");
+    new_list->add_option("--name", list_options.name, "the block's name (default: a random psm_ name)");
+    new_list->add_flag("--guarded", list_options.guarded, "the list carries a lock");
+    new_list->add_flag("--own", list_options.own,
+                       "stay alive as the list's tracked owner until stdin closes or SIGINT/SIGTERM, then "
+                       "remove it (if killed, the tracker removes it)");
 
     bool as_json = false;
     auto* show = app.add_subcommand("show", "Print a ShareableList (Python repr, or JSON)");
     show->add_option("NAME", name, "block name")->required();
     show->add_flag("--json", as_json, "print a JSON array");
+    show->add_option("--timeout", lock_timeout, "seconds to wait for a guarded list's lock (default 10)");
 
     std::string index_text;
     auto* set = app.add_subcommand("set", "Set one item of a ShareableList");
     set->add_option("NAME", name, "block name")->required();
     set->add_option("INDEX", index_text, "item index (negative counts from the end)")->required();
     set->add_option("VALUE", json_text, "the new value, as JSON")->required();
+    set->add_option("--timeout", lock_timeout, "seconds to wait for a guarded list's lock (default 10)");
+
+    auto* lock = app.add_subcommand("lock", "Hold a guarded list's lock until stdin closes or a signal");
+    lock->add_option("NAME", name, "block name")->required();
+    lock->add_option("--timeout", lock_timeout, "seconds to wait for the lock (default 10)");
 
     std::vector<std::string> names;
     auto* rm = app.add_subcommand("rm", "Remove blocks (all or none)");
@@ -49,6 +60,13 @@ int run(int argc, char** argv) {
 
     auto* ls = app.add_subcommand("ls", "List the blocks in /dev/shm");
     ls->add_flag("--json", as_json, "print a JSON array");
+
+    auto* tracker = app.add_subcommand("tracker", "Show what the live trackers of this user hold");
+    tracker->add_flag("--json", as_json, "print JSON");
+
+    bool dry_run = false;
+    auto* gc = app.add_subcommand("gc", "Remove blocks whose owner and tracker are both dead");
+    gc->add_flag("--dry-run", dry_run, "only say what would be removed");
 
     try {
         app.parse(argc, argv);
@@ -64,11 +82,16 @@ int run(int argc, char** argv) {
 
     try {
         namespace cmd = shmpool::cli;
-        if (*new_list) cmd::new_list(json_text, name);
-        if (*show) cmd::show(name, as_json);
-        if (*set) cmd::set(name, index_text, json_text);
+        // Commands that wait take SIGINT/SIGTERM through a signalfd, to clean up before exiting.
+        if (*new_list || *lock) cmd::block_termination_signals();
+        if (*new_list) cmd::new_list(json_text, list_options);
+        if (*show) cmd::show(name, as_json, lock_timeout);
+        if (*set) cmd::set(name, index_text, json_text, lock_timeout);
+        if (*lock) cmd::lock(name, lock_timeout);
         if (*rm) cmd::rm(names);
         if (*ls) cmd::ls(as_json);
+        if (*tracker) cmd::tracker(as_json);
+        if (*gc) cmd::gc(dry_run);
     } catch (const std::exception& e) {
         return fail(exit_error, e.what());
     }

@@ -1,11 +1,15 @@
 // Inspection of the blocks in /dev/shm: what `shmpool ls` shows. Reads only; never changes a block.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "shmpool/shm/robust_mutex.hpp"
 
 namespace shmpool {
 
@@ -19,6 +23,12 @@ struct BlockInfo {
     std::chrono::system_clock::time_point modified;
     /// Whether it holds a valid ShareableList layout; empty if it could not be read.
     std::optional<bool> shareable_list;
+    /// The tracked owner's pid and whether it lives; empty for untracked blocks.
+    std::optional<pid_t> owner_pid;
+    std::optional<bool> owner_alive;
+    /// Whether the block carries a lock (CreateOptions::guarded), and the lock's state.
+    bool guarded = false;
+    std::optional<RobustMutex::State> lock;
 };
 
 /// Directory holding POSIX shared memory on this system ("/dev/shm" on Linux).
