@@ -281,7 +281,10 @@ ShareableList ShareableList::create(std::string_view name, std::span<const Value
 }
 
 ShareableList ShareableList::attach(std::string_view name, const AttachOptions& options) {
-    SharedMemory shm = SharedMemory::attach(name, options);
+    return attach(SharedMemory::attach(name, options));
+}
+
+ShareableList ShareableList::attach(SharedMemory shm) {
     Layout layout;
     std::string problem = parse_layout(shm.buf(), layout);
     if (!problem.empty()) {

@@ -1,5 +1,7 @@
 // The shmpool CLI's contract (docs/cli.md), run as a real process against real blocks.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -241,4 +243,213 @@ TEST(Cli, LsTextHasAHeaderAndALinePerBlock) {
     EXPECT_EQ(r.out.rfind("NAME", 0), 0u);
     std::regex line(name + R"( +\d+ +\S+ +0600 +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +yes)");
     EXPECT_TRUE(std::regex_search(r.out, line)) << r.out;
+}
+
+// --- issue 3: guarded lists, ownership, tracker, gc ------------------------------------------
+
+namespace {
+
+std::vector<std::string> cli_argv(std::vector<std::string> args) {
+    args.insert(args.begin(), shmpool::test::cli_path());
+    return args;
+}
+
+// Takes a guarded list's lock with `shmpool lock` and keeps it until the Child is told otherwise.
+struct Locker {
+    shmpool::test::Child child;
+    explicit Locker(const std::string& name) : child(cli_argv({"lock", name})) {
+        auto line = child.read_line();
+        EXPECT_EQ(line, "locked") << child.read_stderr(std::chrono::seconds(1));
+    }
+};
+
+nlohmann::json ls_entry(const std::string& name) {
+    auto r = cli({"ls", "--json"});
+    for (const auto& e : nlohmann::json::parse(r.out)) {
+        if (e["name"] == name) return e;
+    }
+    return {};
+}
+
+}  // namespace
+
+TEST(CliGuarded, NewListGuardedCarriesALockThatLsAndShowReport) {
+    auto r = cli({"new-list", "--json", "[1, 2]", "--guarded"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::string name = chomp(r.out);
+    Unlinker u{name};
+    EXPECT_TRUE(ShareableList::attach(name).guarded());
+    auto e = ls_entry(name);
+    EXPECT_EQ(e["guarded"], true);
+    EXPECT_EQ(e["lock"], "free");
+    EXPECT_EQ(cli({"show", name}).out, fmt::format("ShareableList([1, 2], name='{}')\nlock: free\n", name));
+    auto plain = ls_entry(name);
+    EXPECT_TRUE(plain["owner_pid"].is_null());  // new-list without --own is untracked
+}
+
+TEST(CliGuarded, LockIsHeldUntilStdinClosesAndSetWaitsForIt) {
+    std::string name = unique_name();
+    ShareableList list = ShareableList::create(name, {1, 2}, {.track = false, .guarded = true});
+    Unlinker u{name};
+    {
+        Locker locker(name);
+        EXPECT_EQ(ls_entry(name)["lock"], fmt::format("held:{}", locker.child.pid()));
+        expect_error(cli({"set", name, "0", "5", "--timeout", "0.05"}), 1, "is held by thread");
+        EXPECT_EQ(list.get(0), Value(1));
+        locker.child.close_stdin();
+        auto status = locker.child.wait();
+        ASSERT_TRUE(status);
+        EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+    }
+    EXPECT_EQ(ls_entry(name)["lock"], "free");
+    EXPECT_EQ(cli({"set", name, "0", "5"}).exit_code, 0);
+    EXPECT_EQ(list.get(0), Value(5));
+}
+
+TEST(CliGuarded, LockReleasesOnSigterm) {
+    std::string name = unique_name();
+    ShareableList list = ShareableList::create(name, {1}, {.track = false, .guarded = true});
+    Unlinker u{name};
+    Locker locker(name);
+    locker.child.kill(SIGTERM);
+    auto status = locker.child.wait();
+    ASSERT_TRUE(status);
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+    EXPECT_EQ(ls_entry(name)["lock"], "free");
+}
+
+TEST(CliGuarded, ADeadHoldersLockIsRecoveredWithOneWarningWhenTheLayoutIsIntact) {
+    std::string name = unique_name();
+    ShareableList list = ShareableList::create(name, {1, "ab"}, {.track = false, .guarded = true});
+    Unlinker u{name};
+    {
+        Locker locker(name);
+        locker.child.kill(SIGKILL);
+        ASSERT_TRUE(locker.child.wait());
+    }
+    EXPECT_EQ(ls_entry(name)["lock"], "owner-died");
+    auto r = cli({"set", name, "0", "9"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.err.rfind("shmpool: warning: ", 0), 0u) << r.err;
+    EXPECT_EQ(list.get(0), Value(9));
+    EXPECT_EQ(ls_entry(name)["lock"], "free");
+    auto again = cli({"show", name});
+    EXPECT_TRUE(again.err.empty()) << again.err;
+}
+
+TEST(CliGuarded, ABrokenLayoutAfterADeadHolderFailsAndLeavesTheLockMarked) {
+    std::string name = unique_name();
+    ShareableList list = ShareableList::create(name, {1, 2}, {.track = false, .guarded = true});
+    Unlinker u{name};
+    {
+        Locker locker(name);
+        std::memset(list.shm().data() + 8, 0x7f, 8);  // the dead holder's torn write: offsets[0]
+        locker.child.kill(SIGKILL);
+        ASSERT_TRUE(locker.child.wait());
+    }
+    expect_error(cli({"show", name}), 1, "layout broken");
+    EXPECT_EQ(ls_entry(name)["lock"], "not-recoverable");
+    expect_error(cli({"set", name, "0", "1"}), 1, "not recoverable");
+}
+
+TEST(CliGuarded, LockOnAnUnguardedListIsAnError) {
+    std::string name = unique_name();
+    ShareableList list = ShareableList::create(name, {1}, {.track = false});
+    Unlinker u{name};
+    expect_error(cli({"lock", name}), 1, "carries no lock");
+}
+
+TEST(CliOwn, TheOwnerRemovesItsListWhenStdinCloses) {
+    shmpool::test::Child owner(cli_argv({"new-list", "--json", "[1]", "--own"}));
+    auto name = owner.read_line();
+    ASSERT_TRUE(name);
+    Unlinker u{*name};
+    auto e = ls_entry(*name);
+    EXPECT_EQ(e["owner_pid"], owner.pid());
+    EXPECT_EQ(e["owner_alive"], true);
+    owner.close_stdin();
+    auto status = owner.wait();
+    ASSERT_TRUE(status);
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+    EXPECT_FALSE(shmpool::test::block_exists(*name));
+}
+
+TEST(CliOwn, TheOwnerRemovesItsListOnSigint) {
+    shmpool::test::Child owner(cli_argv({"new-list", "--json", "[1]", "--own"}));
+    auto name = owner.read_line();
+    ASSERT_TRUE(name);
+    Unlinker u{*name};
+    owner.kill(SIGINT);
+    ASSERT_TRUE(owner.wait());
+    EXPECT_FALSE(shmpool::test::block_exists(*name));
+}
+
+TEST(CliOwn, TheTrackerRemovesTheListOfAKilledOwner) {
+    // Not this test process's tracker: the CLI is the root of its own.
+    shmpool::test::Child owner(cli_argv({"new-list", "--json", "[1]", "--own"}), {"SHMPOOL_TRACKER="});
+    auto name = owner.read_line();
+    ASSERT_TRUE(name);
+    Unlinker u{*name};
+    owner.kill(SIGKILL);
+    ASSERT_TRUE(owner.wait());
+    EXPECT_TRUE(shmpool::test::wait_for_removal(*name, shmpool::test::prompt()));
+}
+
+TEST(CliTracker, ListsLiveTrackersAndTheirBlocks) {
+    shmpool::test::Child owner(cli_argv({"new-list", "--json", "[1]", "--own"}), {"SHMPOOL_TRACKER="});
+    auto name = owner.read_line();
+    ASSERT_TRUE(name);
+    Unlinker u{*name};
+    auto r = cli({"tracker", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    bool found = false;
+    for (const auto& t : nlohmann::json::parse(r.out)) {
+        for (const auto& b : t["blocks"]) {
+            if (b["name"] == *name) {
+                found = true;
+                EXPECT_EQ(b["owner_pid"], owner.pid());
+                EXPECT_EQ(b["owner_alive"], true);
+                EXPECT_GT(t["pid"].get<int>(), 0);
+            }
+        }
+    }
+    EXPECT_TRUE(found) << r.out;
+    auto text = cli({"tracker"});
+    EXPECT_NE(text.out.find(*name + "  owner " + std::to_string(owner.pid()) + " (alive)"), std::string::npos)
+        << text.out;
+    owner.close_stdin();
+    ASSERT_TRUE(owner.wait());
+}
+
+TEST(CliGc, RemovesWhatADeadOwnerOfADeadTrackerLeftAndNothingElse) {
+    shmpool::test::use_private_runtime_dir();
+    shmpool::test::Child owner(cli_argv({"new-list", "--json", "[1]", "--own"}), {"SHMPOOL_TRACKER="});
+    auto name = owner.read_line();
+    ASSERT_TRUE(name);
+    Unlinker u{*name};
+    pid_t tracker = 0;
+    for (const auto& t : nlohmann::json::parse(cli({"tracker", "--json"}).out)) {
+        for (const auto& b : t["blocks"]) {
+            if (b["name"] == *name) tracker = t["pid"];
+        }
+    }
+    ASSERT_GT(tracker, 0);
+    ASSERT_EQ(::kill(tracker, SIGKILL), 0);
+    ASSERT_TRUE(shmpool::test::wait_for_exit(tracker, std::chrono::seconds(5)));
+    auto alive = cli({"gc"});
+    EXPECT_EQ(alive.out.find(*name), std::string::npos) << "the owner still lives";
+    owner.kill(SIGKILL);
+    ASSERT_TRUE(owner.wait());
+    auto dry = cli({"gc", "--dry-run"});
+    EXPECT_NE(dry.out.find("would remove " + *name + " (owner pid " + std::to_string(owner.pid()) + ")"),
+              std::string::npos)
+        << dry.out;
+    EXPECT_TRUE(shmpool::test::block_exists(*name));
+    auto r = cli({"gc"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("removed " + *name + " (owner pid " + std::to_string(owner.pid()) + ")"),
+              std::string::npos)
+        << r.out;
+    EXPECT_FALSE(shmpool::test::block_exists(*name));
 }

@@ -234,6 +234,7 @@ TEST_F(TrackerTest, TheTrackerSaysWhatItHolds) {
 // --- the root and the tracker itself dying --------------------------------------------------
 
 TEST(TrackerRoot, RootSigkillMakesItsTrackerCleanEverythingReportOnceAndExit) {
+    shmpool::test::use_private_runtime_dir();
     std::string a = unique_name();
     std::string b = unique_name();
     Cleanup cleanup{{a, b}};
@@ -253,6 +254,7 @@ TEST(TrackerRoot, RootSigkillMakesItsTrackerCleanEverythingReportOnceAndExit) {
 }
 
 TEST(TrackerRoot, AKilledTrackerLeavesNothingForGoodGarbageCollectionCleansUp) {
+    shmpool::test::use_private_runtime_dir();
     std::string name = unique_name();
     Cleanup cleanup{{name}};
     Child root(child_args({"own", name, "wait"}), {"SHMPOOL_TRACKER="});

@@ -282,6 +282,15 @@ bool wait_for_exit(pid_t pid, std::chrono::milliseconds timeout) {
     return exited;
 }
 
+namespace {
+std::string private_runtime_dir;
+}
+
+void use_private_runtime_dir() {
+    private_runtime_dir = "/dev/shm/.shmpool-test-" + std::to_string(::getpid());
+    ::setenv("SHMPOOL_RUNTIME_DIR", private_runtime_dir.c_str(), 1);
+}
+
 std::chrono::milliseconds prompt() {
 #ifdef SHMPOOL_TEST_SANITIZED
     return std::chrono::milliseconds(1000);
@@ -305,6 +314,10 @@ class BlockLeakCheck : public ::testing::Environment {
         for (const auto& name : leaked) {
             ADD_FAILURE() << "test block left in /dev/shm: " << name;
             std::filesystem::remove(std::filesystem::path("/dev/shm") / name);
+        }
+        if (!private_runtime_dir.empty()) {
+            std::error_code ec;
+            std::filesystem::remove_all(private_runtime_dir, ec);
         }
     }
 };

@@ -69,6 +69,11 @@ bool wait_for_removal(const std::string& name, std::chrono::milliseconds timeout
 /// Waits until process `pid` has exited (pidfd); false on timeout.
 bool wait_for_exit(pid_t pid, std::chrono::milliseconds timeout);
 
+/// Points this process and its children at a runtime directory of their own
+/// (SHMPOOL_RUNTIME_DIR), so that garbage collection in one test never sweeps up another test's
+/// registry entries; removed when the test program ends. Call before any tracked operation.
+void use_private_runtime_dir();
+
 /// How long "promptly" may take: 100 ms, more under sanitizers.
 std::chrono::milliseconds prompt();
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <utility>
 #include <cstdio>
 #include <ctime>
 
@@ -51,48 +52,48 @@ void warn(const std::string& message) {
     fmt::print(stderr, "shmpool: warning: {}\n", message);
 }
 
-// Holds a guarded list's lock for a CLI command, recovering from a dead previous holder when
-// the list's layout proves intact, and refusing (leaving the lock marked) when it is not.
+// Holds a guarded block's lock for a CLI command. The lock is taken before the list is read,
+// because a holder that died mid-write may have torn exactly what reading validates: after an
+// owner death the layout is checked; intact, the lock is marked consistent (with one warning);
+// broken, the lock is released unrepaired, which marks it not recoverable, and the command fails.
 class CommandLock {
 public:
-    CommandLock(ShareableList& list, double timeout_seconds) : list_(list) {
-        if (!list.guarded()) return;
-        RobustMutex& m = list.shm().mutex();
+    CommandLock(const SharedMemory& shm, double timeout_seconds) {
+        if (!shm.guarded() || shm.read_only()) return;
+        RobustMutex& m = shm.mutex();
         auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(timeout_seconds));
         std::optional<LockResult> r;
         try {
             r = m.try_lock_for(timeout);
         } catch (const std::system_error& e) {
-            throw CommandError(fmt::format("cannot lock list '{}': {}", list.name(), e.what()));
+            throw CommandError(fmt::format("cannot lock list '{}': {}", shm.name(), e.what()));
         }
         if (!r) {
             throw CommandError(fmt::format("the lock of list '{}' is held by thread {}; gave up after {} s",
-                                           list.name(), m.state().holder_tid, timeout_seconds));
+                                           shm.name(), m.state().holder_tid, timeout_seconds));
         }
-        held_ = true;
+        mutex_ = &m;
         if (*r == LockResult::owner_died) {
-            if (!list.layout_intact()) {
-                m.unlock();  // without make_consistent(): the lock now says the data is broken
-                held_ = false;
+            if (!ShareableList::is_valid_layout(shm.buf())) {
+                std::exchange(mutex_, nullptr)->unlock();  // unrepaired: marks it not recoverable
                 throw CommandError(fmt::format("the previous holder of the lock of list '{}' died and left its "
                                                "layout broken; the lock is left marked not recoverable",
-                                               list.name()));
+                                               shm.name()));
             }
             warn(fmt::format("the previous holder of the lock of list '{}' died holding it; the list's layout "
                              "is intact, so the lock was marked consistent",
-                             list.name()));
+                             shm.name()));
             m.make_consistent();
         }
     }
     CommandLock(const CommandLock&) = delete;
     CommandLock& operator=(const CommandLock&) = delete;
     ~CommandLock() {
-        if (held_) list_.shm().mutex().unlock();
+        if (mutex_) mutex_->unlock();
     }
 
 private:
-    ShareableList& list_;
-    bool held_ = false;
+    RobustMutex* mutex_ = nullptr;
 };
 
 // Waits until stdin reaches EOF or SIGINT/SIGTERM arrives (blocked beforehand, taken here).
@@ -141,20 +142,21 @@ void new_list(const std::string& json_text, const NewListOptions& options) {
 
 void show(const std::string& name, bool as_json, double lock_timeout) {
     // Read-write only to take a guarded list's lock; the list itself is never written.
-    ShareableList list;
+    SharedMemory shm;
     try {
-        list = ShareableList::attach(name);
+        shm = SharedMemory::attach(name);
     } catch (const std::system_error& e) {
         if (e.code() != std::errc::permission_denied) throw;
-        list = ShareableList::attach(name, {.access = Access::read_only});
-        if (list.guarded()) warn(fmt::format("no write access to list '{}': shown without taking its lock", name));
+        shm = SharedMemory::attach(name, {.access = Access::read_only});
+        if (shm.guarded()) warn(fmt::format("no write access to list '{}': shown without taking its lock", name));
     }
     std::optional<RobustMutex::State> before;
-    if (list.guarded()) before = list.shm().mutex().state();
+    if (shm.guarded()) before = shm.mutex().state();
     std::vector<Value> values;
+    ShareableList list;
     {
-        std::optional<CommandLock> lock;
-        if (!list.shm().read_only()) lock.emplace(list, lock_timeout);
+        CommandLock lock(shm, lock_timeout);
+        list = ShareableList::attach(std::move(shm));
         values = list.to_vector();
     }
     if (as_json) {
@@ -172,15 +174,17 @@ void set(const std::string& name, const std::string& index_text, const std::stri
     std::ptrdiff_t index = parse_index(index_text);
     // Parse and check everything before touching the block.
     Value value = value_from_json(parse_json(json_text));
-    ShareableList list = ShareableList::attach(name);
-    CommandLock lock(list, lock_timeout);
+    ShareableList list;  // declared first: it must outlive the lock that lives in its mapping
+    SharedMemory shm = SharedMemory::attach(name);
+    CommandLock lock(shm, lock_timeout);
+    list = ShareableList::attach(std::move(shm));
     list.set(index, value);
 }
 
 void lock(const std::string& name, double lock_timeout) {
-    ShareableList list = ShareableList::attach(name);
-    if (!list.guarded()) throw CommandError(fmt::format("list '{}' carries no lock (create it with --guarded)", name));
-    CommandLock held(list, lock_timeout);
+    SharedMemory shm = SharedMemory::attach(name);
+    if (!shm.guarded()) throw CommandError(fmt::format("list '{}' carries no lock (create it with --guarded)", name));
+    CommandLock held(shm, lock_timeout);
     fmt::print("locked\n");
     std::fflush(stdout);
     wait_for_release();

@@ -77,6 +77,10 @@ class ShareableList {
     /// ShareableList (the message says what is wrong).
     static ShareableList attach(std::string_view name, const AttachOptions& options = {});
 
+    /// Reads the list in an already mapped block (e.g. after taking its lock). Throws
+    /// CorruptedBlock as attach() does.
+    static ShareableList attach(SharedMemory block);
+
     /// Whether `block` holds a valid ShareableList layout (header, formats, transform codes).
     static bool is_valid_layout(std::span<const std::byte> block) noexcept;
 
