@@ -3,6 +3,7 @@
 // cpython_shm.py in the same `make bench` run; run_benchmarks.py prints the ratios.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "shmpool/shm/robust_mutex.hpp"
 #include "shmpool/shm/shareable_list.hpp"
 
 using shmpool::ShareableList;
@@ -144,6 +146,50 @@ void raw_attach_close(benchmark::State& state) {
     owner.unlink();
 }
 
+void shm_create_close_unlink_untracked(benchmark::State& state) {
+    for (auto _ : state) {
+        SharedMemory shm = SharedMemory::create(bench_name, block_size, {.track = false});
+        shm.close();
+        SharedMemory::remove(bench_name);
+    }
+}
+
+// Uncontended lock + unlock: shmpool's RobustMutex in a guarded block...
+void robust_mutex_lock_unlock(benchmark::State& state) {
+    SharedMemory shm = SharedMemory::create(bench_name, 64, {.track = false, .guarded = true});
+    shmpool::RobustMutex& m = shm.mutex();
+    for (auto _ : state) {
+        (void)m.lock();
+        m.unlock();
+    }
+    shm.unlink();
+}
+
+// ...a bare pthread mutex with default attributes...
+void pthread_mutex_lock_unlock(benchmark::State& state) {
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    for (auto _ : state) {
+        pthread_mutex_lock(&m);
+        pthread_mutex_unlock(&m);
+    }
+}
+
+// ...and a bare robust, process-shared pthread mutex in shared memory.
+void pthread_robust_mutex_lock_unlock(benchmark::State& state) {
+    SharedMemory shm = SharedMemory::create(bench_name, 64, {.track = false});
+    auto* m = reinterpret_cast<pthread_mutex_t*>(shm.data());
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(m, &attr);
+    for (auto _ : state) {
+        pthread_mutex_lock(m);
+        pthread_mutex_unlock(m);
+    }
+    shm.unlink();
+}
+
 void item_args(benchmark::internal::Benchmark* b) {
     b->ArgName("item");
     for (int i = int_item; i <= bytes_item; ++i)
@@ -157,6 +203,10 @@ BENCHMARK(list_set)->Apply(item_args);
 BENCHMARK(list_create_1000_mixed);
 BENCHMARK(list_attach_1000_mixed);
 BENCHMARK(shm_create_close_unlink);
+BENCHMARK(shm_create_close_unlink_untracked);
+BENCHMARK(robust_mutex_lock_unlock);
+BENCHMARK(pthread_mutex_lock_unlock);
+BENCHMARK(pthread_robust_mutex_lock_unlock);
 BENCHMARK(raw_create_close_unlink);
 BENCHMARK(shm_attach_close);
 BENCHMARK(raw_attach_close);

@@ -67,10 +67,19 @@ def main():
     row("ShareableList create, 1000 mixed", "list_create_1000_mixed",
         target=lambda o, c, r: (c / o >= 10, f"{c / o:.1f}x CPython (≥ 10x)"))
     row("ShareableList attach, 1000 mixed", "list_attach_1000_mixed")
-    row("SharedMemory create+close+unlink 4 KiB", "shm_create_close_unlink", "raw_create_close_unlink",
+    row("SharedMemory create+close+unlink 4 KiB, tracked", "shm_create_close_unlink", "raw_create_close_unlink",
         target=lambda o, c, r: (o / r <= 1.3, f"{o / r:.2f}x raw (≤ 1.3x); CPython {c / r:.2f}x raw"))
+    row("SharedMemory create+close+unlink 4 KiB, untracked", "shm_create_close_unlink_untracked",
+        "raw_create_close_unlink")
     row("SharedMemory attach+close 4 KiB", "shm_attach_close", "raw_attach_close",
         target=lambda o, c, r: (o / r <= 1.3, f"{o / r:.2f}x raw (≤ 1.3x); CPython {c / r:.2f}x raw"))
+
+    # The robust mutex, against a bare pthread mutex (default attributes) as the floor.
+    ours["robust_mutex_lock_unlock_vs_robust"] = ours["robust_mutex_lock_unlock"]
+    row("RobustMutex lock+unlock (vs bare default pthread mutex)", "robust_mutex_lock_unlock",
+        "pthread_mutex_lock_unlock", target=lambda o, c, r: (o / r <= 2.0, f"{o / r:.2f}x bare (≤ 2x)"))
+    row("RobustMutex lock+unlock (vs bare robust pshared mutex)", "robust_mutex_lock_unlock_vs_robust",
+        "pthread_robust_mutex_lock_unlock")
 
     header = ["operation", "shmpool", f"CPython {py['python']}", "raw syscalls", "CPython / shmpool",
               "shmpool / raw", "target"]

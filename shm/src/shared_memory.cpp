@@ -123,14 +123,24 @@ detail::GuardTrailer* find_trailer(std::span<std::byte> block) noexcept {
 
 }  // namespace
 
-SharedMemory::SharedMemory(std::string name, detail::Mapping mapping, bool read_only, bool tracked) noexcept
-    : name_(std::move(name)), mapping_(std::move(mapping)), read_only_(read_only), tracked_(tracked) {
+SharedMemory::SharedMemory(std::string name, detail::Mapping mapping, bool read_only, bool tracked,
+                           detail::GuardTrailer* guard, bool probed) noexcept
+    : name_(std::move(name)),
+      mapping_(std::move(mapping)),
+      size_(guard ? static_cast<std::size_t>(guard->data_size) : mapping_.size()),
+      guard_(guard),
+      probed_(probed),
+      read_only_(read_only),
+      tracked_(tracked) {}
+
+void SharedMemory::probe() const noexcept {
     guard_ = find_trailer(mapping_.bytes());
     size_ = guard_ ? static_cast<std::size_t>(guard_->data_size) : mapping_.size();
+    probed_ = true;
 }
 
 RobustMutex& SharedMemory::mutex() const {
-    if (guard_ == nullptr) {
+    if (!guarded()) {
         throw std::logic_error(fmt::format("shared memory block '{}' carries no lock (create it guarded)", name_));
     }
     return guard_->mutex;
@@ -173,15 +183,16 @@ SharedMemory SharedMemory::create(std::string_view name, std::size_t size,
         const std::size_t total = options.guarded ? detail::guarded_block_size(size) : size;
         size_block(fd.get(), bare, total, options.reserve);
         detail::Mapping mapping = map_block(fd.get(), bare, total, true);
+        detail::GuardTrailer* trailer = nullptr;
         if (options.guarded) {
             std::byte* at = mapping.bytes().data() + total - sizeof(detail::GuardTrailer);
-            auto* trailer = new (at) detail::GuardTrailer{{}, size, {}, {}};
+            trailer = new (at) detail::GuardTrailer{{}, size, {}, {}};
             std::atomic_thread_fence(std::memory_order_release);
             std::memcpy(trailer->magic, detail::GuardTrailer::magic_value, 8);
         }
         const bool tracked = options.track || options.shared_lifetime;
         if (tracked) register_owner(fd.get(), bare, options.shared_lifetime);
-        return SharedMemory(std::move(bare), std::move(mapping), false, tracked);
+        return SharedMemory(std::move(bare), std::move(mapping), false, tracked, trailer, true);
     } catch (...) {
         // Nothing half-made is left behind: the new name is removed before the error propagates.
         sys::shm_unlink(path.c_str());
@@ -206,7 +217,7 @@ SharedMemory SharedMemory::attach(std::string_view name, const AttachOptions& op
     detail::Mapping mapping =
         map_block(fd.get(), bare, static_cast<std::size_t>(st.st_size), writable);
     if (options.share_lifetime) register_user(fd.get(), bare);
-    return SharedMemory(std::move(bare), std::move(mapping), !writable, false);
+    return SharedMemory(std::move(bare), std::move(mapping), !writable, false, nullptr, false);
 }
 
 void SharedMemory::remove(std::string_view name) {

@@ -92,6 +92,7 @@ class SharedMemory {
           mapping_(std::move(other.mapping_)),
           size_(std::exchange(other.size_, 0)),
           guard_(std::exchange(other.guard_, nullptr)),
+          probed_(std::exchange(other.probed_, true)),
           read_only_(other.read_only_),
           tracked_(other.tracked_) {}
     SharedMemory& operator=(SharedMemory&& other) noexcept {
@@ -100,6 +101,7 @@ class SharedMemory {
             mapping_ = std::move(other.mapping_);
             size_ = std::exchange(other.size_, 0);
             guard_ = std::exchange(other.guard_, nullptr);
+            probed_ = std::exchange(other.probed_, true);
             read_only_ = other.read_only_;
             tracked_ = other.tracked_;
         }
@@ -113,15 +115,21 @@ class SharedMemory {
     const std::string& name() const noexcept { return name_; }
     /// Size of the data in bytes (0 once closed): the whole block, or for a guarded block the
     /// part before its lock trailer.
-    std::size_t size() const noexcept { return size_; }
+    std::size_t size() const noexcept {
+        if (!probed_) probe();
+        return size_;
+    }
     /// The data (empty once closed).
-    std::span<std::byte> buf() const noexcept { return mapping_.bytes().first(size_); }
+    std::span<std::byte> buf() const noexcept { return mapping_.bytes().first(size()); }
     std::byte* data() const noexcept { return mapping_.bytes().data(); }
     /// Size of the whole mapping, trailer included.
     std::size_t mapped_size() const noexcept { return mapping_.size(); }
 
     /// Whether the block carries a lock (created with CreateOptions::guarded).
-    bool guarded() const noexcept { return guard_ != nullptr; }
+    bool guarded() const noexcept {
+        if (!probed_) probe();
+        return guard_ != nullptr;
+    }
     /// The block's lock and condition; std::logic_error if it is not guarded.
     RobustMutex& mutex() const;
     RobustCondition& condition() const;
@@ -135,18 +143,24 @@ class SharedMemory {
         mapping_.reset();
         size_ = 0;
         guard_ = nullptr;
+        probed_ = true;
     }
 
     /// Removes the block from /dev/shm (see remove()); this object's mapping stays usable.
     void unlink() const { remove(name_); }
 
   private:
-    SharedMemory(std::string name, detail::Mapping mapping, bool read_only, bool tracked) noexcept;
+    SharedMemory(std::string name, detail::Mapping mapping, bool read_only, bool tracked,
+                 detail::GuardTrailer* guard, bool probed) noexcept;
+    // Looks for a lock trailer. Deferred until first needed: reading the block's last page would
+    // fault it in, which an attach that never touches the data should not pay for.
+    void probe() const noexcept;
 
     std::string name_;
     detail::Mapping mapping_;
-    std::size_t size_ = 0;
-    detail::GuardTrailer* guard_ = nullptr;
+    mutable std::size_t size_ = 0;
+    mutable detail::GuardTrailer* guard_ = nullptr;
+    mutable bool probed_ = true;
     bool read_only_ = false;
     bool tracked_ = false;
 };
