@@ -53,7 +53,8 @@ struct Owners {
     void fill(BlockInfo& info, std::uint64_t dev, std::uint64_t ino) const {
         for (const auto& node : nodes) {
             for (const auto& e : node.entries) {
-                if (e.kind == detail::EntryKind::owner && e.name == info.name && e.ino == ino && e.dev == dev) {
+                if (e.kind == detail::EntryKind::owner && e.name == info.name && e.ino == ino &&
+                    e.dev == dev) {
                     info.owner_pid = node.pid;
                     info.owner_alive = node.alive;
                 }

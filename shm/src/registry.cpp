@@ -2,6 +2,7 @@
 #include "registry.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -14,8 +15,6 @@
 #include <filesystem>
 #include <set>
 #include <tuple>
-
-#include <fmt/format.h>
 
 #include "internal.hpp"
 #include "shmpool/shm/block_info.hpp"
@@ -54,12 +53,20 @@ static_assert(sizeof(Entry) == 280 && std::is_standard_layout_v<Entry>,
 
 constexpr std::size_t header_size = 128;  // NodeHeader padded to keep entries 8-aligned
 
-std::size_t file_size_for(std::uint32_t capacity) { return header_size + std::size_t{capacity} * sizeof(Entry); }
+std::size_t file_size_for(std::uint32_t capacity) {
+    return header_size + std::size_t{capacity} * sizeof(Entry);
+}
 
-NodeHeader* header_of(std::byte* base) { return reinterpret_cast<NodeHeader*>(base); }
-Entry* entries_of(std::byte* base) { return reinterpret_cast<Entry*>(base + header_size); }
+NodeHeader* header_of(std::byte* base) {
+    return reinterpret_cast<NodeHeader*>(base);
+}
+Entry* entries_of(std::byte* base) {
+    return reinterpret_cast<Entry*>(base + header_size);
+}
 
-std::atomic_ref<std::uint32_t> state_of(Entry& e) { return std::atomic_ref<std::uint32_t>(e.state); }
+std::atomic_ref<std::uint32_t> state_of(Entry& e) {
+    return std::atomic_ref<std::uint32_t>(e.state);
+}
 
 std::string random_hex8() {
     unsigned char b[4];
@@ -69,11 +76,13 @@ std::string random_hex8() {
 
 void check_private_dir(const std::string& dir) {
     struct ::stat st {};
-    if (sys::lstat(dir.c_str(), &st) != 0) throw_errno(errno, fmt::format("lstat('{}') failed", dir));
+    if (sys::lstat(dir.c_str(), &st) != 0)
+        throw_errno(errno, fmt::format("lstat('{}') failed", dir));
     if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
-        throw_errno(EPERM, fmt::format("the shmpool runtime directory '{}' must be a directory owned "
-                                       "by uid {} with mode 0700",
-                                       dir, ::geteuid()));
+        throw_errno(EPERM,
+                    fmt::format("the shmpool runtime directory '{}' must be a directory owned "
+                                "by uid {} with mode 0700",
+                                dir, ::geteuid()));
     }
 }
 
@@ -92,7 +101,8 @@ bool read_node(const std::string& path, NodeFile& out) {
     sys::FileDescriptor fd(sys::open(path.c_str(), O_RDONLY));
     if (!fd.valid()) return false;
     struct ::stat st {};
-    if (sys::fstat(fd.get(), &st) != 0 || st.st_size < static_cast<off_t>(header_size)) return false;
+    if (sys::fstat(fd.get(), &st) != 0 || st.st_size < static_cast<off_t>(header_size))
+        return false;
     int locked = sys::ofd_locked(fd.get());
     out.alive = locked == 1;
     auto size = static_cast<std::size_t>(st.st_size);
@@ -101,7 +111,8 @@ bool read_node(const std::string& path, NodeFile& out) {
     Mapping map(p, size);
     auto* base = static_cast<std::byte*>(p);
     const NodeHeader* h = header_of(base);
-    if (std::memcmp(h->magic, node_magic, sizeof node_magic) != 0 || h->entry_size != sizeof(Entry)) {
+    if (std::memcmp(h->magic, node_magic, sizeof node_magic) != 0 ||
+        h->entry_size != sizeof(Entry)) {
         return false;
     }
     out.tracker = h->role == role_tracker;
@@ -150,23 +161,26 @@ struct WritableNode {
         if (p == nullptr) throw_errno(errno, "mmap of a node file failed");
         map = Mapping(p, size);
         base = static_cast<std::byte*>(p);
-        capacity = static_cast<std::uint32_t>(std::min<std::size_t>(
-            std::atomic_ref<std::uint32_t>(header_of(base)->capacity).load(), (size - header_size) / sizeof(Entry)));
+        capacity = static_cast<std::uint32_t>(
+            std::min<std::size_t>(std::atomic_ref<std::uint32_t>(header_of(base)->capacity).load(),
+                                  (size - header_size) / sizeof(Entry)));
     }
 };
 
 // Claims a free entry of a table of `capacity` and fills it; false if the table is full.
-bool claim_entry(std::byte* base, std::uint32_t capacity, std::uint32_t& hint, const NodeEntry& entry,
-                 std::uint32_t flags, std::uint32_t* slot_out) {
+bool claim_entry(std::byte* base, std::uint32_t capacity, std::uint32_t& hint,
+                 const NodeEntry& entry, std::uint32_t flags, std::uint32_t* slot_out) {
     Entry* e = entries_of(base);
     for (std::uint32_t n = 0; n < capacity; ++n) {
         std::uint32_t i = (hint + n) % capacity;
         std::uint32_t expected = static_cast<std::uint32_t>(EntryKind::free);
-        if (!state_of(e[i]).compare_exchange_strong(expected, static_cast<std::uint32_t>(EntryKind::claiming))) {
+        if (!state_of(e[i]).compare_exchange_strong(
+                expected, static_cast<std::uint32_t>(EntryKind::claiming))) {
             continue;
         }
         std::memset(e[i].name, 0, sizeof e[i].name);
-        std::memcpy(e[i].name, entry.name.data(), std::min(entry.name.size(), sizeof e[i].name - 1));
+        std::memcpy(e[i].name, entry.name.data(),
+                    std::min(entry.name.size(), sizeof e[i].name - 1));
         e[i].dev = entry.dev;
         e[i].ino = entry.ino;
         e[i].flags = flags;
@@ -197,8 +211,10 @@ void adopt_after_fork_child() noexcept {
 
 const std::string& runtime_dir() {
     static const std::string dir = [] {
-        const char* env = std::getenv("SHMPOOL_RUNTIME_DIR");
-        std::string d = env && *env ? env : fmt::format("{}/.shmpool-{}", shm_directory(), ::geteuid());
+        // Read once; concurrent setenv() by the application is its own race.
+        const char* env = std::getenv("SHMPOOL_RUNTIME_DIR");  // NOLINT(concurrency-mt-unsafe)
+        std::string d =
+            env && *env ? env : fmt::format("{}/.shmpool-{}", shm_directory(), ::geteuid());
         if (sys::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) {
             throw_errno(errno, fmt::format("cannot create the shmpool runtime directory '{}'", d));
         }
@@ -212,7 +228,8 @@ RegistryLock::RegistryLock() {
     std::string path = runtime_dir() + "/registry.lock";
     fd_ = sys::FileDescriptor(sys::open(path.c_str(), O_RDWR | O_CREAT, 0600));
     if (!fd_.valid()) throw_errno(errno, fmt::format("open('{}') failed", path));
-    if (sys::lock_exclusive(fd_.get()) != 0) throw_errno(errno, fmt::format("flock('{}') failed", path));
+    if (sys::lock_exclusive(fd_.get()) != 0)
+        throw_errno(errno, fmt::format("flock('{}') failed", path));
 }
 
 RegistryLock::~RegistryLock() = default;  // closing the descriptor releases the flock
@@ -251,20 +268,24 @@ LocalNode::LocalNode(bool tracker) {
     id_ = fmt::format("{}.{}", ::getpid(), random_hex8());
     path_ = fmt::format("{}/node.{}", dir, id_);
     fd_ = sys::FileDescriptor(sys::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600));
-    if (!fd_.valid()) throw_errno(errno, fmt::format("cannot create the registry file '{}'", path_));
+    if (!fd_.valid())
+        throw_errno(errno, fmt::format("cannot create the registry file '{}'", path_));
     try {
-        if (sys::ofd_lock(fd_.get()) != 0) throw_errno(errno, fmt::format("cannot lock '{}'", path_));
+        if (sys::ofd_lock(fd_.get()) != 0)
+            throw_errno(errno, fmt::format("cannot lock '{}'", path_));
         if (sys::grow_file(fd_.get(), static_cast<off_t>(file_size_for(initial_capacity))) != 0) {
             throw_errno(errno, fmt::format("cannot size '{}'", path_));
         }
-        void* p = sys::mmap_shared(file_size_for(initial_capacity), PROT_READ | PROT_WRITE, fd_.get());
+        void* p =
+            sys::mmap_shared(file_size_for(initial_capacity), PROT_READ | PROT_WRITE, fd_.get());
         if (p == nullptr) throw_errno(errno, fmt::format("cannot map '{}'", path_));
         mapping_ = Mapping(p, file_size_for(initial_capacity));
         NodeHeader* h = header_of(mapping_.bytes().data());
         h->entry_size = sizeof(Entry);
         h->pid = ::getpid();
         h->role = tracker ? role_tracker : role_client;
-        std::atomic_ref<std::uint32_t>(h->capacity).store(initial_capacity, std::memory_order_release);
+        std::atomic_ref<std::uint32_t>(h->capacity)
+            .store(initial_capacity, std::memory_order_release);
         capacity_ = initial_capacity;
         // The magic last: a reader never takes a half-written header for a node.
         std::atomic_thread_fence(std::memory_order_release);
@@ -316,7 +337,8 @@ void LocalNode::grow() {
     // Another process handing us a block may have grown the file already: never shrink.
     struct ::stat st {};
     if (sys::fstat(fd_.get(), &st) != 0) throw_errno(errno, "fstat of the registry file failed");
-    auto file_capacity = static_cast<std::uint32_t>((static_cast<std::size_t>(st.st_size) - header_size) / sizeof(Entry));
+    auto file_capacity = static_cast<std::uint32_t>(
+        (static_cast<std::size_t>(st.st_size) - header_size) / sizeof(Entry));
     std::uint32_t capacity = std::max(capacity_ * 2, file_capacity);
     if (sys::grow_file(fd_.get(), static_cast<off_t>(file_size_for(capacity))) != 0) {
         throw_errno(errno, fmt::format("cannot grow the registry file '{}'", path_));
@@ -356,7 +378,8 @@ bool LocalNode::remove(std::string_view name) noexcept {
             auto kind = state_of(e[slot]).load();
             if (kind == static_cast<std::uint32_t>(EntryKind::owner) ||
                 kind == static_cast<std::uint32_t>(EntryKind::user)) {
-                state_of(e[slot]).store(static_cast<std::uint32_t>(EntryKind::free), std::memory_order_release);
+                state_of(e[slot]).store(static_cast<std::uint32_t>(EntryKind::free),
+                                        std::memory_order_release);
                 any = true;
             }
         }
@@ -406,9 +429,11 @@ void clear_in_node(const NodeFile& node, std::string_view name, std::uint64_t in
     WritableNode w(node);
     Entry* e = entries_of(w.base);
     for (std::uint32_t i = 0; i < w.capacity; ++i) {
-        if (e[i].ino == ino && std::string_view(e[i].name, strnlen(e[i].name, sizeof e[i].name)) == name) {
+        if (e[i].ino == ino &&
+            std::string_view(e[i].name, strnlen(e[i].name, sizeof e[i].name)) == name) {
             std::uint32_t expected = static_cast<std::uint32_t>(kind);
-            state_of(e[i]).compare_exchange_strong(expected, static_cast<std::uint32_t>(EntryKind::free));
+            state_of(e[i]).compare_exchange_strong(expected,
+                                                   static_cast<std::uint32_t>(EntryKind::free));
         }
     }
 }

@@ -37,13 +37,13 @@ const std::string& runtime_dir();
 
 /// Holds the registry's global lock (flock on <runtime dir>/registry.lock) while alive.
 class RegistryLock {
-public:
+  public:
     RegistryLock();
     RegistryLock(const RegistryLock&) = delete;
     RegistryLock& operator=(const RegistryLock&) = delete;
     ~RegistryLock();
 
-private:
+  private:
     sys::FileDescriptor fd_;
 };
 
@@ -59,10 +59,10 @@ struct NodeEntry {
 /// Another node's file, read (and, under the registry lock, written) by this process.
 struct NodeFile {
     std::string path;
-    std::string id;       ///< "<pid>.<hex>"
+    std::string id;  ///< "<pid>.<hex>"
     pid_t pid = 0;
-    bool alive = false;   ///< its process holds the lock
-    bool tracker = false; ///< the node is a tracker process
+    bool alive = false;    ///< its process holds the lock
+    bool tracker = false;  ///< the node is a tracker process
     std::string tracker_id;
     std::vector<NodeEntry> entries;
 };
@@ -75,7 +75,7 @@ bool node_alive(const std::string& id);
 
 /// This process's node; created on first use (and afresh in a child after fork()).
 class LocalNode {
-public:
+  public:
     /// The node, creating it (and connecting to or starting the tracker) if needed. Throws
     /// std::system_error if the runtime directory or the node file cannot be made.
     static LocalNode& get();
@@ -99,7 +99,7 @@ public:
     LocalNode(const LocalNode&) = delete;
     LocalNode& operator=(const LocalNode&) = delete;
 
-private:
+  private:
     LocalNode(bool tracker);
     friend void adopt_after_fork_child() noexcept;
     void grow();  // needs mutex_

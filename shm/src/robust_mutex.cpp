@@ -20,9 +20,10 @@ constexpr int owner_not_recoverable = INT_MAX - 1;
 
 [[noreturn]] void throw_pthread(int rc, const char* what) {
     if (rc == ENOTRECOVERABLE) {
-        throw std::system_error(rc, std::generic_category(),
-                                "robust mutex is not recoverable: a holder died and its successor gave up "
-                                "without make_consistent()");
+        throw std::system_error(
+            rc, std::generic_category(),
+            "robust mutex is not recoverable: a holder died and its successor gave up "
+            "without make_consistent()");
     }
     throw std::system_error(rc, std::generic_category(), what);
 }
@@ -81,12 +82,14 @@ void RobustMutex::unlock() {
 
 void RobustMutex::make_consistent() {
     int rc = ::pthread_mutex_consistent(&mutex_);
-    if (rc != 0) throw_pthread(rc, "pthread_mutex_consistent failed (call it only after owner_died)");
+    if (rc != 0)
+        throw_pthread(rc, "pthread_mutex_consistent failed (call it only after owner_died)");
 }
 
 RobustMutex::State RobustMutex::state() const noexcept {
     // Racy by nature (the answer may be stale at once), and glibc-specific: for inspection only.
-    auto word = static_cast<unsigned>(std::atomic_ref<const int>(mutex_.__data.__lock).load(std::memory_order_relaxed));
+    auto word = static_cast<unsigned>(
+        std::atomic_ref<const int>(mutex_.__data.__lock).load(std::memory_order_relaxed));
     int owner = std::atomic_ref<const int>(mutex_.__data.__owner).load(std::memory_order_relaxed);
     State s;
     s.holder_tid = static_cast<pid_t>(word & FUTEX_TID_MASK);
@@ -101,7 +104,8 @@ namespace {
 
 long futex(std::atomic<std::uint32_t>* word, int op, std::uint32_t value, const timespec* timeout) {
     // Not FUTEX_PRIVATE_FLAG: waiters are in other processes.
-    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, value, timeout, nullptr, 0);
+    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, value, timeout, nullptr,
+                     0);
 }
 
 }  // namespace
@@ -109,7 +113,8 @@ long futex(std::atomic<std::uint32_t>* word, int op, std::uint32_t value, const 
 bool RobustCondition::wait_impl(RobustLock& lock, const std::chrono::nanoseconds* timeout) {
     if (!lock.owns_lock()) throw std::logic_error("RobustCondition::wait needs a held RobustLock");
     if (lock.owner_died()) {
-        throw std::logic_error("RobustCondition::wait: repair the data and make_consistent() first");
+        throw std::logic_error(
+            "RobustCondition::wait: repair the data and make_consistent() first");
     }
     // Read the sequence while holding the mutex: a notify after our unlock changes it, so the
     // futex wait below cannot miss it.
@@ -126,7 +131,9 @@ bool RobustCondition::wait_impl(RobustLock& lock, const std::chrono::nanoseconds
     return !timed_out;
 }
 
-void RobustCondition::wait(RobustLock& lock) { wait_impl(lock, nullptr); }
+void RobustCondition::wait(RobustLock& lock) {
+    wait_impl(lock, nullptr);
+}
 
 bool RobustCondition::wait_for(RobustLock& lock, std::chrono::nanoseconds timeout) {
     return wait_impl(lock, &timeout);

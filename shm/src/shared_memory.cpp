@@ -8,8 +8,8 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <new>
 #include <limits>
+#include <new>
 #include <stdexcept>
 
 #include "internal.hpp"
@@ -84,27 +84,31 @@ detail::Mapping map_block(int fd, const std::string& name, std::size_t size, boo
 // Records this process as the block's owner in the registry (starting the tracker if needed).
 void register_owner(int fd, const std::string& name, bool shared_lifetime) {
     struct ::stat st {};
-    if (sys::fstat(fd, &st) != 0) detail::throw_errno(errno, fmt::format("fstat('{}') failed", name));
-    detail::tracked_node().add(name, static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
-                               detail::EntryKind::owner, shared_lifetime ? detail::entry_refcounted : 0);
+    if (sys::fstat(fd, &st) != 0)
+        detail::throw_errno(errno, fmt::format("fstat('{}') failed", name));
+    detail::tracked_node().add(name, static_cast<std::uint64_t>(st.st_dev),
+                               static_cast<std::uint64_t>(st.st_ino), detail::EntryKind::owner,
+                               shared_lifetime ? detail::entry_refcounted : 0);
 }
 
 // Records this process as a user of a shared-lifetime block (under the registry lock, so that a
 // cleanup cannot decide the block has no users while we join).
 void register_user(int fd, const std::string& name) {
     struct ::stat st {};
-    if (sys::fstat(fd, &st) != 0) detail::throw_errno(errno, fmt::format("fstat('{}') failed", name));
+    if (sys::fstat(fd, &st) != 0)
+        detail::throw_errno(errno, fmt::format("fstat('{}') failed", name));
     detail::LocalNode& node = detail::tracked_node();
     detail::RegistryLock lock;
     bool shared = false;
     for (const auto& n : detail::read_nodes()) {
         for (const auto& e : n.entries) {
-            shared |= e.name == name && e.ino == static_cast<std::uint64_t>(st.st_ino) && e.refcounted;
+            shared |=
+                e.name == name && e.ino == static_cast<std::uint64_t>(st.st_ino) && e.refcounted;
         }
     }
     if (!shared) {
-        throw std::invalid_argument(
-            fmt::format("block '{}' was not created with shared_lifetime: it cannot be shared", name));
+        throw std::invalid_argument(fmt::format(
+            "block '{}' was not created with shared_lifetime: it cannot be shared", name));
     }
     node.add(name, static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
              detail::EntryKind::user, detail::entry_refcounted);
@@ -131,7 +135,8 @@ SharedMemory::SharedMemory(std::string name, detail::Mapping mapping, bool read_
       guard_(guard),
       probed_(probed),
       read_only_(read_only),
-      tracked_(tracked) {}
+      tracked_(tracked) {
+}
 
 void SharedMemory::probe() const noexcept {
     guard_ = find_trailer(mapping_.bytes());
@@ -141,7 +146,8 @@ void SharedMemory::probe() const noexcept {
 
 RobustMutex& SharedMemory::mutex() const {
     if (!guarded()) {
-        throw std::logic_error(fmt::format("shared memory block '{}' carries no lock (create it guarded)", name_));
+        throw std::logic_error(
+            fmt::format("shared memory block '{}' carries no lock (create it guarded)", name_));
     }
     return guard_->mutex;
 }

@@ -1,10 +1,12 @@
 // The client side of the tracker: finding or starting it (Boost.Process v2), its line protocol,
 // and the public ownership API of tracker.hpp.
+#include <fmt/format.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/readable_pipe.hpp>
 #include <boost/process/v2/process.hpp>
@@ -13,11 +15,8 @@
 #include <charconv>
 #include <cstdlib>
 #include <filesystem>
-#include <atomic>
 #include <map>
 #include <mutex>
-
-#include <fmt/format.h>
 
 #include "internal.hpp"
 #include "registry.hpp"
@@ -30,12 +29,13 @@ namespace {
 namespace bp = boost::process::v2;
 
 std::mutex tracker_mutex;
-TrackerConnection* connection = nullptr;  // this process's HELLO connection, kept for life
+TrackerConnection* connection = nullptr;   // this process's HELLO connection, kept for life
 std::atomic<bool> tracker_settled{false};  // connected, or told to do without
 
 std::string find_tracker_executable() {
     namespace fs = std::filesystem;
     std::vector<fs::path> candidates;
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): read under tracker_mutex, once per process
     if (const char* env = std::getenv("SHMPOOL_TRACKER_EXE"); env && *env) return env;
     std::error_code ec;
     fs::path self = fs::read_symlink("/proc/self/exe", ec);
@@ -45,10 +45,11 @@ std::string find_tracker_executable() {
     for (const auto& c : candidates) {
         if (::access(c.c_str(), X_OK) == 0) return c.string();
     }
-    throw_errno(ENOENT, fmt::format("cannot find the shmpool-tracker executable (looked next to this "
-                                    "program, in {} and in {}); set SHMPOOL_TRACKER_EXE, or create "
-                                    "blocks with track = false",
-                                    SHMPOOL_TRACKER_INSTALLED_PATH, SHMPOOL_TRACKER_BUILD_PATH));
+    throw_errno(ENOENT,
+                fmt::format("cannot find the shmpool-tracker executable (looked next to this "
+                            "program, in {} and in {}); set SHMPOOL_TRACKER_EXE, or create "
+                            "blocks with track = false",
+                            SHMPOOL_TRACKER_INSTALLED_PATH, SHMPOOL_TRACKER_BUILD_PATH));
 }
 
 // Starts a tracker whose root is this process; returns the socket path it announced.
@@ -57,7 +58,8 @@ std::string start_tracker() {
     boost::asio::io_context ctx;
     boost::asio::readable_pipe out(ctx);
     boost::system::error_code ec;
-    bp::process proc(ctx, exe, {"--root-pid", std::to_string(::getpid())}, bp::process_stdio{nullptr, out, {}});
+    bp::process proc(ctx, exe, {"--root-pid", std::to_string(::getpid())},
+                     bp::process_stdio{nullptr, out, {}});
     // The tracker announces "READY <socket>" once it listens; a bounded wait, never a sleep.
     std::string line;
     int fd = out.native_handle();
@@ -80,7 +82,8 @@ std::string start_tracker() {
         if (line.size() > 4096) throw_errno(EPROTO, "the tracker announced nonsense");
     }
     proc.detach();  // it outlives this handle, and exits when this process dies
-    if (line.rfind("READY ", 0) != 0) throw_errno(EPROTO, fmt::format("the tracker said '{}'", line));
+    if (line.rfind("READY ", 0) != 0)
+        throw_errno(EPROTO, fmt::format("the tracker said '{}'", line));
     return line.substr(6);
 }
 
@@ -124,12 +127,16 @@ std::string TrackerConnection::read_line() {
         pollfd p{fd_.get(), POLLIN, 0};
         int n = ::poll(&p, 1, 10'000);
         if (n < 0 && errno == EINTR) continue;
-        if (n == 0) throw_errno(ETIMEDOUT, fmt::format("the tracker at '{}' did not answer", path_));
+        if (n == 0)
+            throw_errno(ETIMEDOUT, fmt::format("the tracker at '{}' did not answer", path_));
         char buf[4096];
         ssize_t got = sys::read(fd_.get(), buf, sizeof buf);
-        if (got <= 0) throw_errno(got == 0 ? ECONNRESET : errno, fmt::format("the tracker at '{}' hung up", path_));
+        if (got <= 0)
+            throw_errno(got == 0 ? ECONNRESET : errno,
+                        fmt::format("the tracker at '{}' hung up", path_));
         buffer_.append(buf, static_cast<std::size_t>(got));
-        if (buffer_.size() > max_line * 1024) throw_errno(EPROTO, "the tracker's answer is too long");
+        if (buffer_.size() > max_line * 1024)
+            throw_errno(EPROTO, "the tracker's answer is too long");
     }
 }
 
@@ -138,7 +145,8 @@ std::vector<TrackedBlock> TrackerConnection::list() {
     std::string line = request("LIST");
     while (line != "END") {
         TrackedBlock b;
-        if (!parse_block_line(line, b)) throw_errno(EPROTO, fmt::format("the tracker said '{}'", line));
+        if (!parse_block_line(line, b))
+            throw_errno(EPROTO, fmt::format("the tracker said '{}'", line));
         blocks.push_back(std::move(b));
         line = read_line();
     }
@@ -150,8 +158,8 @@ void connect_tracker(LocalNode& node) {
     if (tracker_settled.load(std::memory_order_acquire)) return;
     std::lock_guard<std::mutex> guard(tracker_mutex);
     if (connection != nullptr || tracker_settled.load()) return;
-    const char* env = std::getenv("SHMPOOL_TRACKER");
-    if (env && std::string_view(env) == "none") {  // registry only: gc cleans up
+    const char* env = std::getenv("SHMPOOL_TRACKER");  // NOLINT(concurrency-mt-unsafe): see below
+    if (env && std::string_view(env) == "none") {      // registry only: gc cleans up
         tracker_settled.store(true, std::memory_order_release);
         return;
     }
@@ -162,7 +170,8 @@ void connect_tracker(LocalNode& node) {
         pid_t pid = 0;
         if (!parse_ok_line(reply, tracker_id, pid)) {
             delete c;
-            throw_errno(EPROTO, fmt::format("the tracker at '{}' refused this process: {}", path, reply));
+            throw_errno(EPROTO,
+                        fmt::format("the tracker at '{}' refused this process: {}", path, reply));
         }
         c->tracker_pid = pid;
         node.set_tracker(tracker_id);
@@ -179,7 +188,10 @@ void connect_tracker(LocalNode& node) {
     }
     std::string path = start_tracker();
     hello(path);
-    ::setenv("SHMPOOL_TRACKER", path.c_str(), 1);  // children of this process use the same one
+    // Children of this process use the same tracker. setenv() races with getenv() in other
+    // threads; it runs once per process, on its first tracked create (docs/ownership.md), and a
+    // launcher that cares calls Tracker::ensure() before starting threads.
+    ::setenv("SHMPOOL_TRACKER", path.c_str(), 1);  // NOLINT(concurrency-mt-unsafe)
 }
 
 LocalNode& tracked_node() {
@@ -271,19 +283,24 @@ void adopt_ownership(std::string_view name) {
     detail::LocalNode& self = detail::tracked_node();
     detail::RegistryLock lock;
     detail::BlockId id = detail::block_id(bare);
-    if (!id.exists()) detail::throw_errno(ENOENT, fmt::format("cannot adopt block '{}': it does not exist", bare));
+    if (!id.exists())
+        detail::throw_errno(ENOENT,
+                            fmt::format("cannot adopt block '{}': it does not exist", bare));
     bool refcounted = false;
     auto nodes = detail::read_nodes();
     for (const auto& node : nodes) {
         for (const auto& e : node.entries) {
-            if (e.name == bare && e.ino == id.ino && e.kind == detail::EntryKind::owner) refcounted |= e.refcounted;
+            if (e.name == bare && e.ino == id.ino && e.kind == detail::EntryKind::owner)
+                refcounted |= e.refcounted;
         }
     }
     if (!self.has(bare, detail::EntryKind::owner)) {
-        self.add(bare, id.dev, id.ino, detail::EntryKind::owner, refcounted ? detail::entry_refcounted : 0);
+        self.add(bare, id.dev, id.ino, detail::EntryKind::owner,
+                 refcounted ? detail::entry_refcounted : 0);
     }
     for (const auto& node : nodes) {
-        if (node.id != self.id()) detail::clear_in_node(node, bare, id.ino, detail::EntryKind::owner);
+        if (node.id != self.id())
+            detail::clear_in_node(node, bare, id.ino, detail::EntryKind::owner);
     }
 }
 
@@ -295,18 +312,22 @@ void transfer_ownership(std::string_view name, pid_t new_owner) {
     }
     detail::RegistryLock lock;
     detail::BlockId id = detail::block_id(bare);
-    if (!id.exists()) detail::throw_errno(ENOENT, fmt::format("cannot transfer block '{}': it does not exist", bare));
+    if (!id.exists())
+        detail::throw_errno(ENOENT,
+                            fmt::format("cannot transfer block '{}': it does not exist", bare));
     for (const auto& node : detail::read_nodes()) {
         if (node.pid != new_owner || !node.alive || node.tracker) continue;
         bool refcounted = false;
-        for (const auto& e : node.entries) refcounted |= e.name == bare && e.refcounted;
+        for (const auto& e : node.entries)
+            refcounted |= e.name == bare && e.refcounted;
         // Added before removed: at every instant some live process owns the block.
         detail::add_to_node(node, {bare, id.dev, id.ino, detail::EntryKind::owner, refcounted});
         self->remove(bare);
         return;
     }
-    detail::throw_errno(ESRCH, fmt::format("cannot transfer block '{}': no live shmpool process with pid {}",
-                                           bare, new_owner));
+    detail::throw_errno(
+        ESRCH, fmt::format("cannot transfer block '{}': no live shmpool process with pid {}", bare,
+                           new_owner));
 }
 
 std::vector<CollectedBlock> collect_garbage(bool dry_run) {

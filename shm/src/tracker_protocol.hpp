@@ -6,14 +6,13 @@
 // Anything else, or a line over max_line bytes, gets "ERR <reason>" and the connection closed.
 #pragma once
 
+#include <fmt/format.h>
 #include <sys/types.h>
 
 #include <charconv>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "posix/sys.hpp"
 #include "shmpool/shm/tracker.hpp"
@@ -24,7 +23,7 @@ constexpr std::size_t max_line = 1024;
 
 /// A client connection to a tracker (blocking, bounded waits).
 class TrackerConnection {
-public:
+  public:
     explicit TrackerConnection(const std::string& socket_path);
     /// Sends one line, returns the first line of the answer.
     std::string request(const std::string& line);
@@ -35,7 +34,7 @@ public:
 
     pid_t tracker_pid = 0;
 
-private:
+  private:
     std::string path_;
     sys::FileDescriptor fd_;
     std::string buffer_;
@@ -70,7 +69,8 @@ inline bool parse_block_line(std::string_view line, TrackedBlock& b) {
     b.name = std::string(w[1]);
     int alive = 0;
     int shared = 0;
-    if (!parse_int(w[2], b.owner_pid) || !parse_int(w[3], alive) || !parse_int(w[4], shared)) return false;
+    if (!parse_int(w[2], b.owner_pid) || !parse_int(w[3], alive) || !parse_int(w[4], shared))
+        return false;
     b.owner_alive = alive != 0;
     b.shared_lifetime = shared != 0;
     if (w[5] != "-") {

@@ -1,6 +1,8 @@
 // The tracker process (shmpool-tracker): watches its clients through pidfds and cleans up after
 // each one that dies, and after everything when its root dies (see tracker.hpp).
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -13,8 +15,6 @@
 #include <cstring>
 #include <map>
 #include <string>
-
-#include <fmt/format.h>
 
 #include "internal.hpp"
 #include "registry.hpp"
@@ -39,14 +39,14 @@ struct Client {
 };
 
 class TrackerServer {
-public:
+  public:
     TrackerServer(pid_t root, sys::FileDescriptor root_pidfd)
         : root_(root), root_pidfd_(std::move(root_pidfd)), self_(LocalNode::get_as_tracker()) {}
 
     void listen();
     void run();
 
-private:
+  private:
     void add_fd(int fd, std::uint32_t events);
     void accept_connections();
     void on_readable(int fd);
@@ -74,14 +74,16 @@ void TrackerServer::add_fd(int fd, std::uint32_t events) {
     epoll_event ev{};
     ev.events = events;
     ev.data.fd = fd;
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno(errno, "epoll_ctl failed");
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+        throw_errno(errno, "epoll_ctl failed");
 }
 
 void TrackerServer::listen() {
     epoll_ = sys::FileDescriptor(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll_.valid()) throw_errno(errno, "epoll_create1 failed");
     socket_path_ = fmt::format("{}/tracker.{}.sock", runtime_dir(), self_.id());
-    listener_ = sys::FileDescriptor(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    listener_ =
+        sys::FileDescriptor(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!listener_.valid()) throw_errno(errno, "socket failed");
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -94,7 +96,7 @@ void TrackerServer::listen() {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
-    ::sigprocmask(SIG_BLOCK, &set, nullptr);
+    ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
     signals_ = sys::FileDescriptor(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
     add_fd(listener_.get(), EPOLLIN);
     add_fd(root_pidfd_.get(), EPOLLIN);
@@ -104,7 +106,9 @@ void TrackerServer::listen() {
 void TrackerServer::report(const std::vector<CollectedBlock>& removed, const std::string& who) {
     if (removed.empty()) return;
     std::vector<std::string> names;
-    for (const auto& r : removed) names.push_back(r.name);
+    names.reserve(removed.size());
+    for (const auto& r : removed)
+        names.push_back(r.name);
     // One line per event, on the root's stderr, like CPython's leaked-shared_memory warning.
     fmt::print(stderr, "shmpool-tracker: {} left {} tracked block(s) behind; unlinked: {}\n", who,
                removed.size(), fmt::join(names, ", "));
@@ -119,8 +123,8 @@ void TrackerServer::accept_connections() {
         ucred cred{};
         socklen_t len = sizeof cred;
         // Only processes of this user may talk to the tracker (the directory is private too).
-        if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != ::geteuid() ||
-            connections_.size() >= max_connections) {
+        if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+            cred.uid != ::geteuid() || connections_.size() >= max_connections) {
             continue;
         }
         add_fd(fd, EPOLLIN | EPOLLRDHUP);
@@ -186,7 +190,8 @@ void TrackerServer::handle_line(Connection& c, std::string_view line) {
     } else if (line.rfind("HELLO ", 0) == 0) {
         hello(c, line.substr(6));
     } else if (line == "LIST") {
-        for (const auto& b : holdings()) c.out += format_block_line(b) + "\n";
+        for (const auto& b : holdings())
+            c.out += format_block_line(b) + "\n";
         c.out += "END\n";
     } else if (line == "PING") {
         c.out += fmt::format("PONG {}\n", ::getpid());
@@ -204,9 +209,10 @@ void TrackerServer::hello(Connection& c, std::string_view node_id) {
     // "<pid>.<8 hex>", the pid must be the peer's own (from the kernel), the node alive.
     auto dot = node_id.find('.');
     pid_t pid = 0;
-    bool well_formed = dot != std::string_view::npos && parse_int(node_id.substr(0, dot), pid) &&
-                       node_id.size() == dot + 9 &&
-                       node_id.substr(dot + 1).find_first_not_of("0123456789abcdef") == std::string_view::npos;
+    bool well_formed =
+        dot != std::string_view::npos && parse_int(node_id.substr(0, dot), pid) &&
+        node_id.size() == dot + 9 &&
+        node_id.substr(dot + 1).find_first_not_of("0123456789abcdef") == std::string_view::npos;
     if (!well_formed || pid != c.peer_pid || !node_alive(std::string(node_id))) {
         c.out += "ERR bad HELLO\n";
         flush(c);
@@ -270,7 +276,8 @@ void TrackerServer::shut_down(const char* why) {
         auto nodes = read_nodes();
         for (const auto& node : nodes) {
             if (node.tracker_id == self_.id() || node.pid == root_) {
-                report(clean_node(node, nodes, true), fmt::format("process {} ({})", node.pid, why));
+                report(clean_node(node, nodes, true),
+                       fmt::format("process {} ({})", node.pid, why));
             }
         }
     }
@@ -300,7 +307,8 @@ void TrackerServer::run() {
                 client_died(fd);
             } else if (auto it = connections_.find(fd); it != connections_.end()) {
                 if (events[i].events & EPOLLOUT) flush(it->second);
-                if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_readable(fd);
+                if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                    on_readable(fd);
             }
         }
     }
@@ -311,7 +319,8 @@ void TrackerServer::run() {
 int tracker_main(int argc, char** argv) {
     pid_t root = 0;
     for (int i = 1; i + 1 < argc; ++i) {
-        if (std::string_view(argv[i]) == "--root-pid") parse_int(std::string_view(argv[i + 1]), root);
+        if (std::string_view(argv[i]) == "--root-pid")
+            parse_int(std::string_view(argv[i + 1]), root);
     }
     if (root <= 0) {
         fmt::print(stderr, "usage: shmpool-tracker --root-pid PID\n");
@@ -331,9 +340,11 @@ int tracker_main(int argc, char** argv) {
         auto orphans = collect_garbage(false);
         if (!orphans.empty()) {
             std::vector<std::string> names;
-            for (const auto& o : orphans) names.push_back(fmt::format("{} (pid {})", o.name, o.owner_pid));
-            fmt::print(stderr, "shmpool-tracker: unlinked {} block(s) of dead processes: {}\n", orphans.size(),
-                       fmt::join(names, ", "));
+            names.reserve(orphans.size());
+            for (const auto& o : orphans)
+                names.push_back(fmt::format("{} (pid {})", o.name, o.owner_pid));
+            fmt::print(stderr, "shmpool-tracker: unlinked {} block(s) of dead processes: {}\n",
+                       orphans.size(), fmt::join(names, ", "));
         }
         fmt::print("READY {}/tracker.{}.sock\n", runtime_dir(), LocalNode::existing()->id());
         std::fflush(stdout);

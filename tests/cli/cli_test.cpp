@@ -19,6 +19,7 @@ using shmpool::Value;
 using shmpool::test::chomp;
 using shmpool::test::ProcessResult;
 using shmpool::test::unique_name;
+using shmpool::test::Unlinker;
 
 namespace {
 
@@ -42,16 +43,6 @@ std::vector<std::uint8_t> block_bytes(const std::string& name) {
     return {reinterpret_cast<const std::uint8_t*>(b.data()),
             reinterpret_cast<const std::uint8_t*>(b.data()) + b.size()};
 }
-
-struct Unlinker {
-    std::string name;
-    ~Unlinker() {
-        try {
-            SharedMemory::remove(name);
-        } catch (...) {
-        }
-    }
-};
 
 }  // namespace
 
@@ -196,7 +187,7 @@ TEST(Cli, RmRemovesAllOrNothing) {
     std::string b = unique_name();
     SharedMemory::create(a, 8);
     SharedMemory::create(b, 8);
-    Unlinker ua{a}, ub{b};
+    Unlinker u{a, b};
     expect_error(cli({"rm", a, unique_name(), b}), 1, "no shared memory block");
     EXPECT_TRUE(shmpool::test::block_exists(a));
     EXPECT_TRUE(shmpool::test::block_exists(b));
@@ -212,7 +203,7 @@ TEST(Cli, LsJsonDescribesEachBlock) {
     ShareableList list = ShareableList::create(list_name, {1, 2});
     SharedMemory raw = SharedMemory::create(raw_name, 40);
     std::memset(raw.data(), 0xff, 8);
-    Unlinker u1{list_name}, u2{raw_name};
+    Unlinker u{list_name, raw_name};
     auto r = cli({"ls", "--json"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     auto j = nlohmann::json::parse(r.out);
@@ -282,7 +273,8 @@ TEST(CliGuarded, NewListGuardedCarriesALockThatLsAndShowReport) {
     auto e = ls_entry(name);
     EXPECT_EQ(e["guarded"], true);
     EXPECT_EQ(e["lock"], "free");
-    EXPECT_EQ(cli({"show", name}).out, fmt::format("ShareableList([1, 2], name='{}')\nlock: free\n", name));
+    EXPECT_EQ(cli({"show", name}).out,
+              fmt::format("ShareableList([1, 2], name='{}')\nlock: free\n", name));
     auto plain = ls_entry(name);
     EXPECT_TRUE(plain["owner_pid"].is_null());  // new-list without --own is untracked
 }
@@ -387,7 +379,8 @@ TEST(CliOwn, TheOwnerRemovesItsListOnSigint) {
 
 TEST(CliOwn, TheTrackerRemovesTheListOfAKilledOwner) {
     // Not this test process's tracker: the CLI is the root of its own.
-    shmpool::test::Child owner(cli_argv({"new-list", "--json", "[1]", "--own"}), {"SHMPOOL_TRACKER="});
+    shmpool::test::Child owner(cli_argv({"new-list", "--json", "[1]", "--own"}),
+                               {"SHMPOOL_TRACKER="});
     auto name = owner.read_line();
     ASSERT_TRUE(name);
     Unlinker u{*name};
@@ -397,7 +390,8 @@ TEST(CliOwn, TheTrackerRemovesTheListOfAKilledOwner) {
 }
 
 TEST(CliTracker, ListsLiveTrackersAndTheirBlocks) {
-    shmpool::test::Child owner(cli_argv({"new-list", "--json", "[1]", "--own"}), {"SHMPOOL_TRACKER="});
+    shmpool::test::Child owner(cli_argv({"new-list", "--json", "[1]", "--own"}),
+                               {"SHMPOOL_TRACKER="});
     auto name = owner.read_line();
     ASSERT_TRUE(name);
     Unlinker u{*name};
@@ -416,7 +410,8 @@ TEST(CliTracker, ListsLiveTrackersAndTheirBlocks) {
     }
     EXPECT_TRUE(found) << r.out;
     auto text = cli({"tracker"});
-    EXPECT_NE(text.out.find(*name + "  owner " + std::to_string(owner.pid()) + " (alive)"), std::string::npos)
+    EXPECT_NE(text.out.find(*name + "  owner " + std::to_string(owner.pid()) + " (alive)"),
+              std::string::npos)
         << text.out;
     owner.close_stdin();
     ASSERT_TRUE(owner.wait());
@@ -424,7 +419,8 @@ TEST(CliTracker, ListsLiveTrackersAndTheirBlocks) {
 
 TEST(CliGc, RemovesWhatADeadOwnerOfADeadTrackerLeftAndNothingElse) {
     shmpool::test::use_private_runtime_dir();
-    shmpool::test::Child owner(cli_argv({"new-list", "--json", "[1]", "--own"}), {"SHMPOOL_TRACKER="});
+    shmpool::test::Child owner(cli_argv({"new-list", "--json", "[1]", "--own"}),
+                               {"SHMPOOL_TRACKER="});
     auto name = owner.read_line();
     ASSERT_TRUE(name);
     Unlinker u{*name};
@@ -442,8 +438,9 @@ TEST(CliGc, RemovesWhatADeadOwnerOfADeadTrackerLeftAndNothingElse) {
     owner.kill(SIGKILL);
     ASSERT_TRUE(owner.wait());
     auto dry = cli({"gc", "--dry-run"});
-    EXPECT_NE(dry.out.find("would remove " + *name + " (owner pid " + std::to_string(owner.pid()) + ")"),
-              std::string::npos)
+    EXPECT_NE(
+        dry.out.find("would remove " + *name + " (owner pid " + std::to_string(owner.pid()) + ")"),
+        std::string::npos)
         << dry.out;
     EXPECT_TRUE(shmpool::test::block_exists(*name));
     auto r = cli({"gc"});

@@ -12,6 +12,7 @@ using shmpool::ShareableList;
 using shmpool::SharedMemory;
 using shmpool::Value;
 using shmpool::test::unique_name;
+using shmpool::test::Unlinker;
 
 namespace {
 
@@ -33,18 +34,6 @@ std::string hex_of(const SharedMemory& shm) {
         out += fmt::format("{:02x}", static_cast<unsigned>(b));
     return out;
 }
-
-struct Unlinker {
-    std::vector<std::string> names;
-    ~Unlinker() {
-        for (const auto& n : names) {
-            try {
-                SharedMemory::remove(n);
-            } catch (...) {
-            }
-        }
-    }
-};
 
 std::vector<Value> values(const std::string& json) {
     return shmpool::cli::values_from_json(shmpool::cli::parse_json(json));
@@ -68,7 +57,7 @@ TEST(CPythonCompat, ListsAreByteForByteEqual) {
     for (const char* json : byte_for_byte_lists) {
         std::string ours = unique_name();
         std::string theirs = unique_name();
-        Unlinker u{{ours, theirs}};
+        Unlinker u{ours, theirs};
         ShareableList list = ShareableList::create(ours, values(json));
         py_ok({"create", theirs, json});
         EXPECT_EQ(hex_of(list.shm()), hex_of(SharedMemory::attach(theirs))) << json;
@@ -83,7 +72,7 @@ TEST(CPythonCompat, TypeChangingSetsAreByteForByteEqual) {
             [0, {"bytes": "ff"}], [-1, "xyz"], [2, -42], [3, "12345678"], [4, 1.5], [-6, null]])";
     std::string ours = unique_name();
     std::string theirs = unique_name();
-    Unlinker u{{ours, theirs}};
+    Unlinker u{ours, theirs};
     ShareableList list = ShareableList::create(ours, values(initial));
     py_ok({"create", theirs, initial});
     for (const auto& step : shmpool::cli::parse_json(sets)) {
@@ -96,7 +85,7 @@ TEST(CPythonCompat, TypeChangingSetsAreByteForByteEqual) {
 
 TEST(CPythonCompat, CPythonReadsOurListsIncludingNonAsciiText) {
     std::string name = unique_name();
-    Unlinker u{{name}};
+    Unlinker u{name};
     // Sized by UTF-8 bytes, so CPython reads the whole text back (its own lists would truncate).
     ShareableList list = ShareableList::create(
         name,
@@ -115,7 +104,7 @@ TEST(CPythonCompat, CPythonReadsOurListsIncludingNonAsciiText) {
 TEST(CPythonCompat, WeReadCPythonsLists) {
     const std::string json = R"([42, "caf\u00e9", {"bytes": "00ff"}, null, false, -2.5e-10, "x"])";
     std::string name = unique_name();
-    Unlinker u{{name}};
+    Unlinker u{name};
     py_ok({"create", name, json});
     ShareableList list = ShareableList::attach(name);
     EXPECT_EQ(list.to_vector(), values(json));
@@ -124,7 +113,7 @@ TEST(CPythonCompat, WeReadCPythonsLists) {
 
 TEST(CPythonCompat, CPythonWritesWeRead) {
     std::string name = unique_name();
-    Unlinker u{{name}};
+    Unlinker u{name};
     ShareableList list = ShareableList::create(name, {0, "0123456789abcdef", 0.0, shmpool::none});
     py_ok({"set", name,
            R"([[0, "py"], [1, 99], [2, true], [3, {"bytes": "7071"}], [-3, "caf\u00e9"]])"});
@@ -134,7 +123,7 @@ TEST(CPythonCompat, CPythonWritesWeRead) {
 
 TEST(CPythonCompat, WeWriteCPythonReads) {
     std::string name = unique_name();
-    Unlinker u{{name}};
+    Unlinker u{name};
     py_ok({"create", name, R"([1, 2, 3, "abcdefgh"])"});
     ShareableList list = ShareableList::attach(name);
     list.set(0, "ab");
@@ -150,7 +139,7 @@ TEST(CPythonCompat, TextCPythonTruncatedIsAnErrorNotGarbage) {
     // CPython sizes this 7-character str at 8 bytes and cuts its 21 UTF-8 bytes mid-character;
     // CPython itself then fails to read it back (UnicodeDecodeError). We fail the same way.
     std::string name = unique_name();
-    Unlinker u{{name}};
+    Unlinker u{name};
     py_ok({"create", name, R"(["\u65e5\u672c\u8a9e\u30c6\u30ad\u30b9\u30c8", 1])"});
     EXPECT_EQ(nlohmann::json::parse(py_ok({"get", name, "0"}))["error"], "UnicodeDecodeError");
     ShareableList list = ShareableList::attach(name);
@@ -165,7 +154,7 @@ TEST(CPythonCompat, TextCPythonTruncatedIsAnErrorNotGarbage) {
 
 TEST(CPythonCompat, CliShowJsonMatchesWhatCPythonReads) {
     std::string name = unique_name();
-    Unlinker u{{name}};
+    Unlinker u{name};
     py_ok({"create", name, R"([3, 0.5, "s", {"bytes": "01"}, null, true])"});
     auto r = shmpool::test::run_process({shmpool::test::cli_path(), "show", name, "--json"});
     ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -3,6 +3,7 @@
 // Commands that own or hold something print "ready <tracker-pid>" (or "locked") once done, then
 // end the way HOW says: kill (SIGKILL itself), abort, segv, exit (exit status 3), throw (an
 // uncaught exception), return (exit 0 without cleaning up), wait (until stdin closes, then exit 0).
+#include <fmt/format.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -13,8 +14,6 @@
 #include <iostream>
 #include <stdexcept>
 #include <string>
-
-#include <fmt/format.h>
 
 #include "shmpool/shm/robust_mutex.hpp"
 #include "shmpool/shm/shareable_list.hpp"
@@ -86,7 +85,8 @@ int run(int argc, char** argv) {
         return 0;
     }
     if (cmd == "own") {  // own NAME... HOW: tracked blocks owned by this process
-        for (int i = 2; i < argc - 1; ++i) SharedMemory::create(argv[i], 64);
+        for (int i = 2; i < argc - 1; ++i)
+            SharedMemory::create(argv[i], 64);
         ready();
         finish(how);
     }

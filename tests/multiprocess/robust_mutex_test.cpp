@@ -1,13 +1,13 @@
 // RobustMutex and RobustCondition across real processes killed by real signals.
+#include "shmpool/shm/robust_mutex.hpp"
+
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
 
-#include <gtest/gtest.h>
-
-#include "shmpool/shm/robust_mutex.hpp"
 #include "shmpool/shm/shareable_list.hpp"
 #include "test_support.hpp"
 
@@ -104,7 +104,7 @@ TEST(RobustMutex, TheNextLockerLearnsThatTheHolderWasKilledAndRepairs) {
         ASSERT_TRUE(lock.owner_died());
         EXPECT_TRUE(g.shm.mutex().state().inconsistent);
         EXPECT_EQ(g.shm.data()[0], std::byte{0xab});  // what the dead holder left half-done
-        std::memset(g.shm.data(), 0, g.shm.size());  // the repair
+        std::memset(g.shm.data(), 0, g.shm.size());   // the repair
         lock.make_consistent();
     }
     RobustLock again(g.shm.mutex());

@@ -1,20 +1,19 @@
 // The resource tracker and ownership, with real processes dying in every way and real blocks.
+#include "shmpool/shm/tracker.hpp"
+
+#include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <poll.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
-#include <gtest/gtest.h>
-
 #include "shmpool/shm/shared_memory.hpp"
-#include "shmpool/shm/tracker.hpp"
 #include "test_support.hpp"
 
 using shmpool::SharedMemory;
@@ -22,6 +21,7 @@ using shmpool::test::block_exists;
 using shmpool::test::Child;
 using shmpool::test::prompt;
 using shmpool::test::unique_name;
+using shmpool::test::Unlinker;
 using shmpool::test::wait_for_removal;
 using namespace std::chrono_literals;
 
@@ -33,23 +33,11 @@ std::vector<std::string> child_args(std::initializer_list<std::string> args) {
     return argv;
 }
 
-// Removes blocks a failing test may leave.
-struct Cleanup {
-    std::vector<std::string> names;
-    ~Cleanup() {
-        for (const auto& n : names) {
-            try {
-                SharedMemory::remove(n);
-            } catch (...) {
-            }
-        }
-    }
-};
-
 // The tracker pid a child announced in its "ready <pid>" line.
 pid_t ready_tracker(Child& child) {
     auto line = child.read_line();
-    EXPECT_TRUE(line && line->rfind("ready ", 0) == 0) << (line ? *line : "<no line>") << child.read_stderr(1s);
+    EXPECT_TRUE(line && line->rfind("ready ", 0) == 0)
+        << (line ? *line : "<no line>") << child.read_stderr(1s);
     return line ? std::atoi(line->c_str() + 6) : 0;
 }
 
@@ -64,7 +52,7 @@ void settle() {
 }
 
 class TrackerTest : public ::testing::Test {
-protected:
+  protected:
     // This test process is the root; children inherit its tracker through SHMPOOL_TRACKER.
     void SetUp() override { tracker_ = shmpool::Tracker::ensure(); }
     pid_t tracker_ = 0;
@@ -77,10 +65,9 @@ class OwnerDeath : public TrackerTest, public ::testing::WithParamInterface<cons
 TEST_P(OwnerDeath, UnlinksTheOwnersBlocksPromptly) {
     std::string a = unique_name();
     std::string b = unique_name();
-    Cleanup cleanup{{a, b}};
+    Unlinker cleanup{a, b};
     Child child(child_args({"own", a, b, GetParam()}));
     EXPECT_EQ(ready_tracker(child), tracker_);  // the inherited tracker, not a new one
-    ASSERT_TRUE(block_exists(a));
     ASSERT_TRUE(child.wait());
     EXPECT_TRUE(wait_for_removal(a, prompt())) << a << " still exists after the owner died";
     EXPECT_TRUE(wait_for_removal(b, prompt())) << b;
@@ -92,7 +79,7 @@ INSTANTIATE_TEST_SUITE_P(EveryWayToDie, OwnerDeath,
 TEST_F(TrackerTest, AnAttachersDeathNeverDestroysTheBlock) {
     std::string name = unique_name();
     SharedMemory shm = SharedMemory::create(name, 64);
-    Cleanup cleanup{{name}};
+    Unlinker cleanup{name};
     Child child(child_args({"attach", name, "kill"}));
     ready_tracker(child);
     ASSERT_TRUE(child.wait());
@@ -100,14 +87,15 @@ TEST_F(TrackerTest, AnAttachersDeathNeverDestroysTheBlock) {
     auto blocks = shmpool::Tracker::blocks();
     EXPECT_TRUE(block_exists(name));
     bool listed = false;
-    for (const auto& b : blocks) listed |= b.name == name && b.owner_pid == ::getpid();
+    for (const auto& b : blocks)
+        listed |= b.name == name && b.owner_pid == ::getpid();
     EXPECT_TRUE(listed);
     shm.unlink();
 }
 
 TEST_F(TrackerTest, UntrackedBlocksAreLeftAlone) {
     std::string name = unique_name();
-    Cleanup cleanup{{name}};
+    Unlinker cleanup{name};
     Child child(child_args({"own-untracked", name, "kill"}));
     ready_tracker(child);
     ASSERT_TRUE(child.wait());
@@ -117,7 +105,7 @@ TEST_F(TrackerTest, UntrackedBlocksAreLeftAlone) {
 
 TEST_F(TrackerTest, UnlinkEndsOwnershipOfTheName) {
     std::string name = unique_name();
-    Cleanup cleanup{{name}};
+    Unlinker cleanup{name};
     Child child(child_args({"unlink-recreate", name}));
     ready_tracker(child);
     ASSERT_TRUE(child.wait());
@@ -127,7 +115,7 @@ TEST_F(TrackerTest, UnlinkEndsOwnershipOfTheName) {
 
 TEST_F(TrackerTest, ABlockHandedOffSurvivesItsCreator) {
     std::string name = unique_name();
-    Cleanup cleanup{{name}};
+    Unlinker cleanup{name};
     Child child(child_args({"transfer", name, std::to_string(::getpid())}));
     ready_tracker(child);
     ASSERT_TRUE(child.wait());
@@ -143,7 +131,7 @@ TEST_F(TrackerTest, ABlockHandedOffSurvivesItsCreator) {
 
 TEST_F(TrackerTest, AnAdoptedBlockSurvivesItsCreator) {
     std::string name = unique_name();
-    Cleanup cleanup{{name}};
+    Unlinker cleanup{name};
     Child child(child_args({"own", name, "wait"}));
     ready_tracker(child);
     shmpool::adopt_ownership(name);
@@ -157,7 +145,7 @@ TEST_F(TrackerTest, AnAdoptedBlockSurvivesItsCreator) {
 
 TEST_F(TrackerTest, AReleasedBlockLivesOnUntracked) {
     std::string name = unique_name();
-    Cleanup cleanup{{name}};
+    Unlinker cleanup{name};
     Child child(child_args({"release", name}));
     ready_tracker(child);
     ASSERT_TRUE(child.wait());
@@ -169,13 +157,13 @@ TEST_F(TrackerTest, AReleasedBlockLivesOnUntracked) {
 TEST_F(TrackerTest, HandOffErrorsAreClear) {
     std::string name = unique_name();
     SharedMemory shm = SharedMemory::create(name, 8, {.track = false});
-    Cleanup cleanup{{name}};
+    Unlinker cleanup{name};
     EXPECT_THROW(shmpool::release_ownership(name), std::invalid_argument);
     EXPECT_THROW(shmpool::transfer_ownership(name, 1), std::invalid_argument);
     EXPECT_THROW(shmpool::adopt_ownership(unique_name()), std::system_error);
     std::string owned = unique_name();
     SharedMemory mine = SharedMemory::create(owned, 8);
-    Cleanup c2{{owned}};
+    Unlinker c2{owned};
     try {
         shmpool::transfer_ownership(owned, 999999);
         ADD_FAILURE() << "transfer to a non-existent process succeeded";
@@ -187,7 +175,7 @@ TEST_F(TrackerTest, HandOffErrorsAreClear) {
 TEST_F(TrackerTest, SharedLifetimeEndsWithTheLastUserInEitherOrder) {
     for (bool owner_first : {true, false}) {
         std::string name = unique_name();
-        Cleanup cleanup{{name}};
+        Unlinker cleanup{name};
         Child owner(child_args({"own-shared", name, "wait"}));
         ready_tracker(owner);
         Child user(child_args({"use-shared", name, "wait"}));
@@ -207,14 +195,14 @@ TEST_F(TrackerTest, SharedLifetimeEndsWithTheLastUserInEitherOrder) {
 TEST_F(TrackerTest, SharingTheLifetimeOfAnOrdinaryBlockIsRefused) {
     std::string name = unique_name();
     SharedMemory shm = SharedMemory::create(name, 8);
-    Cleanup cleanup{{name}};
+    Unlinker cleanup{name};
     EXPECT_THROW(SharedMemory::attach(name, {.share_lifetime = true}), std::invalid_argument);
 }
 
 TEST_F(TrackerTest, TheTrackerSaysWhatItHolds) {
     std::string name = unique_name();
     SharedMemory shm = SharedMemory::create(name, 8, {.shared_lifetime = true});
-    Cleanup cleanup{{name}};
+    Unlinker cleanup{name};
     bool found = false;
     for (const auto& b : shmpool::Tracker::blocks()) {
         if (b.name != name) continue;
@@ -237,7 +225,7 @@ TEST(TrackerRoot, RootSigkillMakesItsTrackerCleanEverythingReportOnceAndExit) {
     shmpool::test::use_private_runtime_dir();
     std::string a = unique_name();
     std::string b = unique_name();
-    Cleanup cleanup{{a, b}};
+    Unlinker cleanup{a, b};
     // No inherited tracker: the child is the root of its own.
     Child root(child_args({"own", a, b, "wait"}), {"SHMPOOL_TRACKER="});
     pid_t tracker = ready_tracker(root);
@@ -256,12 +244,13 @@ TEST(TrackerRoot, RootSigkillMakesItsTrackerCleanEverythingReportOnceAndExit) {
 TEST(TrackerRoot, AKilledTrackerLeavesNothingForGoodGarbageCollectionCleansUp) {
     shmpool::test::use_private_runtime_dir();
     std::string name = unique_name();
-    Cleanup cleanup{{name}};
+    Unlinker cleanup{name};
     Child root(child_args({"own", name, "wait"}), {"SHMPOOL_TRACKER="});
     pid_t tracker = ready_tracker(root);
     ASSERT_EQ(::kill(tracker, SIGKILL), 0);
     ASSERT_TRUE(shmpool::test::wait_for_exit(tracker, 5s));
-    for (const auto& r : shmpool::collect_garbage()) EXPECT_NE(r.name, name);
+    for (const auto& r : shmpool::collect_garbage())
+        EXPECT_NE(r.name, name);
     EXPECT_TRUE(block_exists(name)) << "the owner is alive: gc must not touch its block";
     root.kill(SIGKILL);
     ASSERT_TRUE(root.wait());
@@ -321,15 +310,17 @@ TEST_F(TrackerTest, MalformedAndHostileRequestsAreRejectedAndTheTrackerCarriesOn
     EXPECT_EQ(converse(path, "FROB\n"), "ERR unknown request\n");
     EXPECT_EQ(converse(path, std::string(100000, 'x')), "ERR line too long\n");
     std::string garbage;
-    for (int i = 0; i < 512; ++i) garbage += static_cast<char>((i * 131 + 7) % 256);
+    for (int i = 0; i < 512; ++i)
+        garbage += static_cast<char>((i * 131 + 7) % 256);
     EXPECT_EQ(converse(path, garbage + "\n").rfind("ERR", 0), 0u);
     EXPECT_EQ(converse(path, "HELLO 1.deadbeef\n"), "ERR bad HELLO\n");  // not the sender's pid
-    EXPECT_EQ(converse(path, "HELLO " + std::to_string(::getpid()) + ".zzzzzzzz\n"), "ERR bad HELLO\n");
+    EXPECT_EQ(converse(path, "HELLO " + std::to_string(::getpid()) + ".zzzzzzzz\n"),
+              "ERR bad HELLO\n");
     EXPECT_EQ(converse(path, "HELLO\n"), "ERR unknown request\n");
     EXPECT_EQ(converse(path, "PING\n"), "PONG " + std::to_string(tracker_) + "\n");
     // And it still does its job.
     std::string name = unique_name();
-    Cleanup cleanup{{name}};
+    Unlinker cleanup{name};
     Child child(child_args({"own", name, "kill"}));
     ready_tracker(child);
     ASSERT_TRUE(child.wait());
@@ -342,10 +333,12 @@ TEST_F(TrackerTest, OtherUsersCannotConnect) {
     pid_t pid = ::fork();
     if (pid == 0) {
         // As "nobody": the private directory keeps the socket out of reach.
-        if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) ::_exit(2);
+        if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0)
+            ::_exit(2);
         ::_exit(connect_to(path) < 0 ? 0 : 1);
     }
     int status = 0;
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "another user reached the tracker";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "another user reached the tracker";
 }

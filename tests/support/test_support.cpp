@@ -2,12 +2,12 @@
 #include "test_support.hpp"
 
 #include <fcntl.h>
-#include <sys/inotify.h>
-#include <sys/syscall.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/inotify.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,6 +31,14 @@ std::string name_prefix() {
 std::string unique_name() {
     static std::atomic<int> counter{0};
     return name_prefix() + std::to_string(counter++);
+}
+
+Unlinker::~Unlinker() {
+    for (const auto& name : names_) {
+        std::error_code ec;
+        std::filesystem::remove(std::filesystem::path("/dev/shm") / name,
+                                ec);  // gone already: fine
+    }
 }
 
 bool block_exists(const std::string& name) {
@@ -148,12 +156,15 @@ ProcessResult run_process(const std::vector<std::string>& argv, const std::strin
 
 namespace {
 
-int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int pidfd_open(pid_t pid) {
+    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
 
 bool poll_one(int fd, std::chrono::milliseconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
         pollfd p{fd, POLLIN, 0};
         int n = ::poll(&p, 1, static_cast<int>(std::max<long>(0, left.count())));
         if (n < 0 && errno == EINTR) continue;
@@ -174,17 +185,20 @@ Child::Child(const std::vector<std::string>& argv, const std::vector<std::string
     for (char** e = environ; *e; ++e) {
         std::string entry = *e;
         bool overridden = false;
-        for (const auto& o : env) overridden |= entry.rfind(o.substr(0, o.find('=') + 1), 0) == 0;
+        for (const auto& o : env)
+            overridden |= entry.rfind(o.substr(0, o.find('=') + 1), 0) == 0;
         if (!overridden) envs.push_back(entry);
     }
     for (const auto& o : env) {
         if (o.back() != '=') envs.push_back(o);
     }
     std::vector<char*> envp;
-    for (auto& e : envs) envp.push_back(e.data());
+    for (auto& e : envs)
+        envp.push_back(e.data());
     envp.push_back(nullptr);
     std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    for (const auto& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     int rc = ::posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
@@ -215,7 +229,8 @@ std::optional<std::string> Child::read_line(std::chrono::milliseconds timeout) {
             out_buffer_.erase(0, nl + 1);
             return line;
         }
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0 || !poll_one(out_, left)) return std::nullopt;
         char buf[4096];
         ssize_t n = ::read(out_, buf, sizeof buf);
@@ -228,7 +243,8 @@ std::string Child::read_stderr(std::chrono::milliseconds timeout) {
     std::string all;
     auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0 || !poll_one(err_, left)) return all;
         char buf[4096];
         ssize_t n = ::read(err_, buf, sizeof buf);
@@ -242,7 +258,9 @@ void Child::close_stdin() {
     in_ = -1;
 }
 
-void Child::kill(int signal) { ::kill(pid_, signal); }
+void Child::kill(int signal) {
+    ::kill(pid_, signal);
+}
 
 std::optional<int> Child::wait(std::chrono::milliseconds timeout) {
     if (!poll_one(pidfd_, timeout)) return std::nullopt;
@@ -260,7 +278,8 @@ bool wait_for_removal(const std::string& name, std::chrono::milliseconds timeout
     auto deadline = std::chrono::steady_clock::now() + timeout;
     bool gone = !block_exists(name);  // checked after the watch is set: no event can be missed
     while (!gone) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0 || !poll_one(fd, left)) break;
         alignas(inotify_event) char buf[8192];
         ssize_t n = ::read(fd, buf, sizeof buf);

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,6 +16,19 @@ namespace shmpool::test {
 std::string unique_name();
 /// The prefix every unique_name() of this process starts with.
 std::string name_prefix();
+
+/// Removes the named blocks when it goes out of scope, whatever a test did before failing.
+class Unlinker {
+  public:
+    Unlinker(std::initializer_list<std::string> names) : names_(names) {}
+    Unlinker(const Unlinker&) = delete;
+    Unlinker& operator=(const Unlinker&) = delete;
+    ~Unlinker();
+    void add(const std::string& name) { names_.push_back(name); }
+
+  private:
+    std::vector<std::string> names_;
+};
 
 /// Whether /dev/shm/<name> exists.
 bool block_exists(const std::string& name);
@@ -36,7 +50,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, const std::strin
 
 /// A running child process with pipes to its stdin, stdout and stderr.
 class Child {
-public:
+  public:
     /// Starts argv (env entries "K=V" are added to, or with "K=" removed from, this environment).
     explicit Child(const std::vector<std::string>& argv, const std::vector<std::string>& env = {});
     Child(const Child&) = delete;
@@ -45,7 +59,8 @@ public:
 
     pid_t pid() const noexcept { return pid_; }
     /// The next line of its stdout (without the newline); nothing on EOF or timeout.
-    std::optional<std::string> read_line(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+    std::optional<std::string> read_line(
+        std::chrono::milliseconds timeout = std::chrono::seconds(10));
     /// Everything left on its stderr until EOF (bounded).
     std::string read_stderr(std::chrono::milliseconds timeout = std::chrono::seconds(10));
     void close_stdin();
@@ -53,7 +68,7 @@ public:
     /// Waits for it to exit; the raw wait status, or nothing on timeout.
     std::optional<int> wait(std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
-private:
+  private:
     pid_t pid_ = -1;
     int pidfd_ = -1;
     int in_ = -1;

@@ -16,19 +16,9 @@ using shmpool::ShareableList;
 using shmpool::SharedMemory;
 using shmpool::Value;
 using shmpool::test::unique_name;
+using shmpool::test::Unlinker;
 
 namespace {
-
-// Unlinks the list's block at the end of the test, whatever happens.
-struct Unlinker {
-    std::string name;
-    ~Unlinker() {
-        try {
-            SharedMemory::remove(name);
-        } catch (...) {
-        }
-    }
-};
 
 std::vector<Value> mixed() {
     return {1, "a", Bytes("x"), shmpool::none, true, 2.5};

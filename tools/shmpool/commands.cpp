@@ -1,18 +1,18 @@
 // Implementation of the shmpool subcommands (contract in docs/cli.md).
 #include "commands.hpp"
 
+#include <fmt/chrono.h>
+#include <fmt/format.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <charconv>
-#include <utility>
 #include <cstdio>
 #include <ctime>
-
-#include <fmt/chrono.h>
-#include <fmt/format.h>
+#include <utility>
 
 #include "json_codec.hpp"
 #include "shmpool/shm/block_info.hpp"
@@ -31,7 +31,9 @@ std::ptrdiff_t parse_index(const std::string& text) {
     return index;
 }
 
-std::string mode_string(unsigned mode) { return fmt::format("{:04o}", mode); }
+std::string mode_string(unsigned mode) {
+    return fmt::format("{:04o}", mode);
+}
 
 std::string yes_no(const std::optional<bool>& b) {
     if (!b) return "?";
@@ -57,11 +59,12 @@ void warn(const std::string& message) {
 // owner death the layout is checked; intact, the lock is marked consistent (with one warning);
 // broken, the lock is released unrepaired, which marks it not recoverable, and the command fails.
 class CommandLock {
-public:
+  public:
     CommandLock(const SharedMemory& shm, double timeout_seconds) {
         if (!shm.guarded() || shm.read_only()) return;
         RobustMutex& m = shm.mutex();
-        auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(timeout_seconds));
+        auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::duration<double>(timeout_seconds));
         std::optional<LockResult> r;
         try {
             r = m.try_lock_for(timeout);
@@ -69,20 +72,23 @@ public:
             throw CommandError(fmt::format("cannot lock list '{}': {}", shm.name(), e.what()));
         }
         if (!r) {
-            throw CommandError(fmt::format("the lock of list '{}' is held by thread {}; gave up after {} s",
-                                           shm.name(), m.state().holder_tid, timeout_seconds));
+            throw CommandError(
+                fmt::format("the lock of list '{}' is held by thread {}; gave up after {} s",
+                            shm.name(), m.state().holder_tid, timeout_seconds));
         }
         mutex_ = &m;
         if (*r == LockResult::owner_died) {
             if (!ShareableList::is_valid_layout(shm.buf())) {
                 std::exchange(mutex_, nullptr)->unlock();  // unrepaired: marks it not recoverable
-                throw CommandError(fmt::format("the previous holder of the lock of list '{}' died and left its "
-                                               "layout broken; the lock is left marked not recoverable",
-                                               shm.name()));
+                throw CommandError(
+                    fmt::format("the previous holder of the lock of list '{}' died and left its "
+                                "layout broken; the lock is left marked not recoverable",
+                                shm.name()));
             }
-            warn(fmt::format("the previous holder of the lock of list '{}' died holding it; the list's layout "
-                             "is intact, so the lock was marked consistent",
-                             shm.name()));
+            warn(fmt::format(
+                "the previous holder of the lock of list '{}' died holding it; the list's layout "
+                "is intact, so the lock was marked consistent",
+                shm.name()));
             m.make_consistent();
         }
     }
@@ -92,7 +98,7 @@ public:
         if (mutex_) mutex_->unlock();
     }
 
-private:
+  private:
     RobustMutex* mutex_ = nullptr;
 };
 
@@ -124,7 +130,7 @@ void block_termination_signals() {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    ::sigprocmask(SIG_BLOCK, &set, nullptr);
+    ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
 void new_list(const std::string& json_text, const NewListOptions& options) {
@@ -148,7 +154,8 @@ void show(const std::string& name, bool as_json, double lock_timeout) {
     } catch (const std::system_error& e) {
         if (e.code() != std::errc::permission_denied) throw;
         shm = SharedMemory::attach(name, {.access = Access::read_only});
-        if (shm.guarded()) warn(fmt::format("no write access to list '{}': shown without taking its lock", name));
+        if (shm.guarded())
+            warn(fmt::format("no write access to list '{}': shown without taking its lock", name));
     }
     std::optional<RobustMutex::State> before;
     if (shm.guarded()) before = shm.mutex().state();
@@ -161,7 +168,8 @@ void show(const std::string& name, bool as_json, double lock_timeout) {
     }
     if (as_json) {
         nlohmann::json array = nlohmann::json::array();
-        for (const Value& v : values) array.push_back(value_to_json(v));
+        for (const Value& v : values)
+            array.push_back(value_to_json(v));
         fmt::print("{}\n", array.dump(-1, ' ', false, nlohmann::json::error_handler_t::strict));
     } else {
         fmt::print("{}\n", repr(list));
@@ -183,7 +191,9 @@ void set(const std::string& name, const std::string& index_text, const std::stri
 
 void lock(const std::string& name, double lock_timeout) {
     SharedMemory shm = SharedMemory::attach(name);
-    if (!shm.guarded()) throw CommandError(fmt::format("list '{}' carries no lock (create it with --guarded)", name));
+    if (!shm.guarded())
+        throw CommandError(
+            fmt::format("list '{}' carries no lock (create it with --guarded)", name));
     CommandLock held(shm, lock_timeout);
     fmt::print("locked\n");
     std::fflush(stdout);
@@ -197,7 +207,8 @@ void rm(const std::vector<std::string>& names) {
             throw CommandError(fmt::format("no shared memory block named '{}'", name));
         }
     }
-    for (const std::string& name : names) SharedMemory::remove(name);
+    for (const std::string& name : names)
+        SharedMemory::remove(name);
 }
 
 void ls(bool as_json) {
@@ -212,8 +223,9 @@ void ls(bool as_json) {
                 {"owner", b.owner},
                 {"uid", b.uid},
                 {"mode", mode_string(b.mode)},
-                {"modified", fmt::format("{:%Y-%m-%dT%H:%M:%S}Z",
-                                         fmt::gmtime(std::chrono::system_clock::to_time_t(b.modified)))},
+                {"modified",
+                 fmt::format("{:%Y-%m-%dT%H:%M:%S}Z",
+                             fmt::gmtime(std::chrono::system_clock::to_time_t(b.modified)))},
                 {"shareable_list", opt(b.shareable_list)},
                 {"owner_pid", opt(b.owner_pid)},
                 {"owner_alive", opt(b.owner_alive)},
@@ -231,14 +243,15 @@ void ls(bool as_json) {
         name_width = std::max(name_width, b.name.size());
         owner_width = std::max(owner_width, b.owner.size());
     }
-    fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:<19}  {:<4}  {:>7}  {:<5}  {}\n", "NAME", name_width, "SIZE",
-               "OWNER", owner_width, "MODE", "MODIFIED", "LIST", "PID", "ALIVE", "LOCK");
+    fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:<19}  {:<4}  {:>7}  {:<5}  {}\n", "NAME",
+               name_width, "SIZE", "OWNER", owner_width, "MODE", "MODIFIED", "LIST", "PID", "ALIVE",
+               "LOCK");
     for (const BlockInfo& b : blocks) {
-        fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:%Y-%m-%d %H:%M:%S}  {:<4}  {:>7}  {:<5}  {}\n", b.name,
-                   name_width, b.size, b.owner, owner_width, mode_string(b.mode),
-                   fmt::localtime(std::chrono::system_clock::to_time_t(b.modified)), yes_no(b.shareable_list),
-                   b.owner_pid ? std::to_string(*b.owner_pid) : "-", b.owner_alive ? yes_no(b.owner_alive) : "-",
-                   b.lock ? lock_word(*b.lock) : "-");
+        fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:%Y-%m-%d %H:%M:%S}  {:<4}  {:>7}  {:<5}  {}\n",
+                   b.name, name_width, b.size, b.owner, owner_width, mode_string(b.mode),
+                   fmt::localtime(std::chrono::system_clock::to_time_t(b.modified)),
+                   yes_no(b.shareable_list), b.owner_pid ? std::to_string(*b.owner_pid) : "-",
+                   b.owner_alive ? yes_no(b.owner_alive) : "-", b.lock ? lock_word(*b.lock) : "-");
     }
 }
 
@@ -263,16 +276,19 @@ void tracker(bool as_json) {
     for (const auto& t : trackers) {
         fmt::print("tracker {} ({} blocks)\n", t.pid, t.blocks.size());
         for (const auto& b : t.blocks) {
-            fmt::print("  {}  owner {} ({}){}\n", b.name, b.owner_pid, b.owner_alive ? "alive" : "dead",
-                       b.shared_lifetime ? fmt::format(", shared lifetime, users {}", fmt::join(b.users, ","))
-                                         : std::string());
+            fmt::print("  {}  owner {} ({}){}\n", b.name, b.owner_pid,
+                       b.owner_alive ? "alive" : "dead",
+                       b.shared_lifetime
+                           ? fmt::format(", shared lifetime, users {}", fmt::join(b.users, ","))
+                           : std::string());
         }
     }
 }
 
 void gc(bool dry_run) {
     for (const auto& b : collect_garbage(dry_run)) {
-        fmt::print("{} {} (owner pid {})\n", dry_run ? "would remove" : "removed", b.name, b.owner_pid);
+        fmt::print("{} {} (owner pid {})\n", dry_run ? "would remove" : "removed", b.name,
+                   b.owner_pid);
     }
 }
 

@@ -31,26 +31,31 @@ int run(int argc, char** argv) {
     double lock_timeout = 10;
     auto* new_list = app.add_subcommand("new-list", "Create a ShareableList; print its name");
     new_list->add_option("--json", json_text, "the items, as a JSON array")->required();
-    new_list->add_option("--name", list_options.name, "the block's name (default: a random psm_ name)");
+    new_list->add_option("--name", list_options.name,
+                         "the block's name (default: a random psm_ name)");
     new_list->add_flag("--guarded", list_options.guarded, "the list carries a lock");
-    new_list->add_flag("--own", list_options.own,
-                       "stay alive as the list's tracked owner until stdin closes or SIGINT/SIGTERM, then "
-                       "remove it (if killed, the tracker removes it)");
+    new_list->add_flag(
+        "--own", list_options.own,
+        "stay alive as the list's tracked owner until stdin closes or SIGINT/SIGTERM, then "
+        "remove it (if killed, the tracker removes it)");
 
     bool as_json = false;
     auto* show = app.add_subcommand("show", "Print a ShareableList (Python repr, or JSON)");
     show->add_option("NAME", name, "block name")->required();
     show->add_flag("--json", as_json, "print a JSON array");
-    show->add_option("--timeout", lock_timeout, "seconds to wait for a guarded list's lock (default 10)");
+    show->add_option("--timeout", lock_timeout,
+                     "seconds to wait for a guarded list's lock (default 10)");
 
     std::string index_text;
     auto* set = app.add_subcommand("set", "Set one item of a ShareableList");
     set->add_option("NAME", name, "block name")->required();
     set->add_option("INDEX", index_text, "item index (negative counts from the end)")->required();
     set->add_option("VALUE", json_text, "the new value, as JSON")->required();
-    set->add_option("--timeout", lock_timeout, "seconds to wait for a guarded list's lock (default 10)");
+    set->add_option("--timeout", lock_timeout,
+                    "seconds to wait for a guarded list's lock (default 10)");
 
-    auto* lock = app.add_subcommand("lock", "Hold a guarded list's lock until stdin closes or a signal");
+    auto* lock =
+        app.add_subcommand("lock", "Hold a guarded list's lock until stdin closes or a signal");
     lock->add_option("NAME", name, "block name")->required();
     lock->add_option("--timeout", lock_timeout, "seconds to wait for the lock (default 10)");
 

@@ -3,9 +3,9 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -135,11 +135,17 @@ int open(const char* path, int flags, mode_t mode) noexcept {
     return retry(Call::open, [&] { return ::open(path, flags | O_CLOEXEC, mode); });
 }
 
-int mkdir(const char* path, mode_t mode) noexcept { return ::mkdir(path, mode); }
+int mkdir(const char* path, mode_t mode) noexcept {
+    return ::mkdir(path, mode);
+}
 
-int lstat(const char* path, struct ::stat* st) noexcept { return ::lstat(path, st); }
+int lstat(const char* path, struct ::stat* st) noexcept {
+    return ::lstat(path, st);
+}
 
-int unlink(const char* path) noexcept { return ::unlink(path); }
+int unlink(const char* path) noexcept {
+    return ::unlink(path);
+}
 
 int grow_file(int fd, off_t length) noexcept {
     int err = 0;

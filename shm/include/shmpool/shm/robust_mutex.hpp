@@ -26,11 +26,12 @@ namespace shmpool {
 
 enum class LockResult {
     acquired,    ///< locked normally
-    owner_died,  ///< locked, but the previous holder died holding it: repair, then make_consistent()
+    owner_died,  ///< locked, but the previous holder died holding it: repair, then
+                 ///< make_consistent()
 };
 
 class RobustMutex {
-public:
+  public:
     /// Initialises a process-shared, robust, error-checking mutex in place.
     /// Throws std::system_error if pthread refuses.
     RobustMutex();
@@ -52,17 +53,17 @@ public:
 
     /// What the mutex looks like from outside, read without locking it (for inspection tools).
     struct State {
-        bool locked = false;           ///< a live (or not yet noticed dead) thread holds it
-        pid_t holder_tid = 0;          ///< that thread's id (its pid, for a single-threaded process)
-        bool owner_died = false;       ///< the last holder died; nobody has locked it since
-        bool inconsistent = false;     ///< held after an owner death, not yet repaired
+        bool locked = false;        ///< a live (or not yet noticed dead) thread holds it
+        pid_t holder_tid = 0;       ///< that thread's id (its pid, for a single-threaded process)
+        bool owner_died = false;    ///< the last holder died; nobody has locked it since
+        bool inconsistent = false;  ///< held after an owner death, not yet repaired
         bool not_recoverable = false;  ///< unusable: a successor gave up
     };
     State state() const noexcept;
 
     pthread_mutex_t* native_handle() noexcept { return &mutex_; }
 
-private:
+  private:
     LockResult result_of(int rc, const char* call);
     pthread_mutex_t mutex_;
 };
@@ -71,8 +72,9 @@ private:
 /// make_consistent() once the data is repaired. Leaving the scope without doing so gives up: the
 /// mutex becomes unusable (see RobustMutex).
 class RobustLock {
-public:
-    explicit RobustLock(RobustMutex& mutex) : mutex_(&mutex), owner_died_(mutex.lock() == LockResult::owner_died) {}
+  public:
+    explicit RobustLock(RobustMutex& mutex)
+        : mutex_(&mutex), owner_died_(mutex.lock() == LockResult::owner_died) {}
     RobustLock(const RobustLock&) = delete;
     RobustLock& operator=(const RobustLock&) = delete;
     RobustLock(RobustLock&& other) noexcept
@@ -98,7 +100,7 @@ public:
     bool owns_lock() const noexcept { return mutex_ != nullptr; }
     RobustMutex* mutex() const noexcept { return mutex_; }
 
-private:
+  private:
     friend class RobustCondition;
     RobustMutex* mutex_;
     bool owner_died_;
@@ -108,7 +110,7 @@ private:
 /// futex on a sequence number), so a waiter that dies cannot wedge it. Spurious wake-ups happen;
 /// wait with a predicate.
 class RobustCondition {
-public:
+  public:
     RobustCondition() noexcept = default;
     RobustCondition(const RobustCondition&) = delete;
     RobustCondition& operator=(const RobustCondition&) = delete;
@@ -133,7 +135,7 @@ public:
     void notify_one() noexcept;
     void notify_all() noexcept;
 
-private:
+  private:
     bool wait_impl(RobustLock& lock, const std::chrono::nanoseconds* timeout);
     std::atomic<std::uint32_t> sequence_{0};
     static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "futex words must be lock-free");

@@ -35,7 +35,7 @@ struct CollectedBlock {
 /// A tracked block as the registry sees it.
 struct TrackedBlock {
     std::string name;
-    pid_t owner_pid = 0;      ///< 0 if only users are registered
+    pid_t owner_pid = 0;  ///< 0 if only users are registered
     bool owner_alive = false;
     bool shared_lifetime = false;
     std::vector<pid_t> users;  ///< live or dead processes registered as users
@@ -49,7 +49,7 @@ struct TrackerStatus {
 };
 
 class Tracker {
-public:
+  public:
     /// Makes sure this process is served by a tracker (the one named by SHMPOOL_TRACKER, or a
     /// new one it starts and names in SHMPOOL_TRACKER for its children); returns its pid.
     /// Launchers call it before starting workers. Throws std::system_error if no tracker can be

@@ -16,13 +16,14 @@ namespace shmpool::detail {
 
 struct alignas(64) GuardTrailer {
     static constexpr char magic_value[8] = {'S', 'H', 'M', 'P', 'G', 'R', 'D', '1'};
-    char magic[8];             // written last: a reader never sees a half-built trailer as one
-    std::uint64_t data_size;   // the user's bytes, from the start of the block
+    char magic[8];            // written last: a reader never sees a half-built trailer as one
+    std::uint64_t data_size;  // the user's bytes, from the start of the block
     RobustMutex mutex;
     RobustCondition condition;
 };
 static_assert(sizeof(GuardTrailer) == 64, "the trailer layout is shared between processes");
-static_assert(std::is_standard_layout_v<GuardTrailer>, "the trailer layout is shared between processes");
+static_assert(std::is_standard_layout_v<GuardTrailer>,
+              "the trailer layout is shared between processes");
 
 constexpr std::size_t guarded_block_size(std::size_t data_size) noexcept {
     return (data_size + 63) / 64 * 64 + sizeof(GuardTrailer);
