@@ -1,9 +1,12 @@
 // Block names: validation, CPython's "psm_" random names, and the form shm_open wants.
 #include <fmt/format.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
+#include <mutex>
 #include <stdexcept>
 
 #include "internal.hpp"
@@ -49,22 +52,30 @@ std::string os_name(std::string_view name) {
     return result;
 }
 
+namespace {
+// Bumped in the child after fork(): a child must not reuse its parent's random bytes.
+std::atomic<unsigned> fork_generation{0};
+}  // namespace
+
 std::string random_block_name() {
     // Random bytes are drawn from the kernel in batches to keep getrandom() off the create path;
     // the batch is per thread and dropped after fork() so a child never repeats its parent's names.
+    static std::once_flag once;
+    std::call_once(
+        once, [] { ::pthread_atfork(nullptr, nullptr, [] { fork_generation.fetch_add(1); }); });
     struct Pool {
         std::array<unsigned char, 256> bytes{};
         std::size_t used = 256;
-        pid_t pid = 0;
+        unsigned generation = 0;
     };
     thread_local Pool pool;
-    pid_t pid = ::getpid();
-    if (pool.used + 4 > pool.bytes.size() || pool.pid != pid) {
+    unsigned generation = fork_generation.load(std::memory_order_relaxed);
+    if (pool.used + 4 > pool.bytes.size() || pool.generation != generation) {
         if (sys::getrandom(pool.bytes.data(), pool.bytes.size()) != 0) {
             throw_errno(errno, "getrandom() failed while making a block name");
         }
         pool.used = 0;
-        pool.pid = pid;
+        pool.generation = generation;
     }
     static constexpr char hex[] = "0123456789abcdef";
     std::string name = "psm_";

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -274,4 +275,32 @@ TEST_F(SharedMemoryTest, StatBlockFindsOnlyExistingBlocks) {
     std::memset(shm.data(), 0xff, 8);    // a negative item count
     EXPECT_FALSE(*shmpool::stat_block(name)->shareable_list);
     shm.unlink();
+}
+
+TEST_F(SharedMemoryTest, AForkedChildNeverRepeatsItsParentsRandomNames) {
+    SharedMemory first = SharedMemory::create(8, {.track = false});  // fills this thread's batch
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::close(fds[0]);
+        try {
+            SharedMemory child = SharedMemory::create(8, {.track = false});
+            child.unlink();
+            (void)!::write(fds[1], child.name().data(), child.name().size());
+        } catch (...) {
+        }
+        ::_exit(0);
+    }
+    ::close(fds[1]);
+    char buf[64] = {};
+    ssize_t n = ::read(fds[0], buf, sizeof buf - 1);
+    ::close(fds[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    SharedMemory next = SharedMemory::create(8, {.track = false});
+    ASSERT_GT(n, 0);
+    EXPECT_NE(std::string(buf, static_cast<std::size_t>(n)), next.name());
+    first.unlink();
+    next.unlink();
 }
