@@ -169,7 +169,8 @@ struct WritableNode {
 
 // Claims a free entry of a table of `capacity` and fills it; false if the table is full.
 bool claim_entry(std::byte* base, std::uint32_t capacity, std::uint32_t& hint,
-                 const NodeEntry& entry, std::uint32_t flags, std::uint32_t* slot_out) {
+                 std::string_view name, std::uint64_t dev, std::uint64_t ino, EntryKind kind,
+                 std::uint32_t flags, std::uint32_t* slot_out) {
     Entry* e = entries_of(base);
     for (std::uint32_t n = 0; n < capacity; ++n) {
         std::uint32_t i = (hint + n) % capacity;
@@ -178,13 +179,13 @@ bool claim_entry(std::byte* base, std::uint32_t capacity, std::uint32_t& hint,
                 expected, static_cast<std::uint32_t>(EntryKind::claiming))) {
             continue;
         }
-        std::memset(e[i].name, 0, sizeof e[i].name);
-        std::memcpy(e[i].name, entry.name.data(),
-                    std::min(entry.name.size(), sizeof e[i].name - 1));
-        e[i].dev = entry.dev;
-        e[i].ino = entry.ino;
+        std::size_t len = std::min(name.size(), sizeof e[i].name - 1);
+        std::memcpy(e[i].name, name.data(), len);
+        std::memset(e[i].name + len, 0, sizeof e[i].name - len);
+        e[i].dev = dev;
+        e[i].ino = ino;
         e[i].flags = flags;
-        state_of(e[i]).store(static_cast<std::uint32_t>(entry.kind), std::memory_order_release);
+        state_of(e[i]).store(static_cast<std::uint32_t>(kind), std::memory_order_release);
         hint = i + 1;
         if (slot_out) *slot_out = i;
         return true;
@@ -353,26 +354,27 @@ void LocalNode::grow() {
 void LocalNode::add(std::string_view name, std::uint64_t dev, std::uint64_t ino, EntryKind kind,
                     std::uint32_t flags) {
     std::lock_guard<std::mutex> guard(mutex_);
-    NodeEntry entry{std::string(name), dev, ino, kind, false};
-    std::uint32_t hint = 0;
     std::uint32_t slot = 0;
-    if (!claim_entry(mapping_.bytes().data(), capacity_, hint, entry, flags, &slot)) {
+    if (!claim_entry(mapping_.bytes().data(), capacity_, hint_, name, dev, ino, kind, flags,
+                     &slot)) {
         grow();
-        hint = capacity_ / 2;
-        if (!claim_entry(mapping_.bytes().data(), capacity_, hint, entry, flags, &slot)) {
+        hint_ = capacity_ / 2;
+        if (!claim_entry(mapping_.bytes().data(), capacity_, hint_, name, dev, ino, kind, flags,
+                         &slot)) {
             throw_errno(ENOSPC, "the registry table is full");
         }
     }
-    slots_[std::string(name)].push_back(slot);
+    slots_.emplace(name, slot);
 }
 
 bool LocalNode::remove(std::string_view name) noexcept {
     std::lock_guard<std::mutex> guard(mutex_);
-    auto it = slots_.find(std::string(name));
-    if (it == slots_.end()) return false;
+    auto [first, last] = slots_.equal_range(std::string(name));
+    if (first == last) return false;
     Entry* e = entries_of(mapping_.bytes().data());
     bool any = false;
-    for (std::uint32_t slot : it->second) {
+    for (auto it = first; it != last; ++it) {
+        std::uint32_t slot = it->second;
         // Another process may have taken the entry (adoption) and the slot may hold a new name.
         if (slot < capacity_ && std::string_view(e[slot].name) == name) {
             auto kind = state_of(e[slot]).load();
@@ -384,16 +386,16 @@ bool LocalNode::remove(std::string_view name) noexcept {
             }
         }
     }
-    slots_.erase(it);
+    slots_.erase(first, last);
     return any;
 }
 
 bool LocalNode::has(std::string_view name, EntryKind kind) noexcept {
     std::lock_guard<std::mutex> guard(mutex_);
-    auto it = slots_.find(std::string(name));
-    if (it == slots_.end()) return false;
     Entry* e = entries_of(mapping_.bytes().data());
-    for (std::uint32_t slot : it->second) {
+    auto [first, last] = slots_.equal_range(std::string(name));
+    for (auto it = first; it != last; ++it) {
+        std::uint32_t slot = it->second;
         if (slot < capacity_ && std::string_view(e[slot].name) == name &&
             state_of(e[slot]).load() == static_cast<std::uint32_t>(kind)) {
             return true;
@@ -408,7 +410,9 @@ void add_to_node(const NodeFile& node, const NodeEntry& entry) {
     WritableNode w(node);
     std::uint32_t hint = 0;
     std::uint32_t flags = entry.refcounted ? entry_refcounted : 0;
-    if (claim_entry(w.base, w.capacity, hint, entry, flags, nullptr)) return;
+    if (claim_entry(w.base, w.capacity, hint, entry.name, entry.dev, entry.ino, entry.kind, flags,
+                    nullptr))
+        return;
     std::uint32_t capacity = std::max<std::uint32_t>(w.capacity * 2, initial_capacity);
     if (sys::grow_file(w.fd.get(), static_cast<off_t>(file_size_for(capacity))) != 0) {
         throw_errno(errno, fmt::format("cannot grow '{}'", node.path));
@@ -420,7 +424,8 @@ void add_to_node(const NodeFile& node, const NodeEntry& entry) {
     }
     w.capacity = capacity;
     hint = capacity / 2;
-    if (!claim_entry(w.base, w.capacity, hint, entry, flags, nullptr)) {
+    if (!claim_entry(w.base, w.capacity, hint, entry.name, entry.dev, entry.ino, entry.kind, flags,
+                     nullptr)) {
         throw_errno(ENOSPC, fmt::format("the registry table '{}' is full", node.path));
     }
 }

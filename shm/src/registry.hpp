@@ -110,7 +110,9 @@ class LocalNode {
     sys::FileDescriptor fd_;
     Mapping mapping_;
     std::uint32_t capacity_ = 0;
-    std::unordered_map<std::string, std::vector<std::uint32_t>> slots_;
+    std::uint32_t hint_ = 0;  // where the next free entry probably is
+    // Own entries by name (a name is usually in one entry): where to clear them on unlink.
+    std::unordered_multimap<std::string, std::uint32_t> slots_;
 };
 
 /// Adds an entry to another node's table (under the registry lock); grows its file if needed.
