@@ -68,6 +68,9 @@ std::string helper_path() {
 std::string python_path() {
     return SHMPOOL_TEST_PYTHON;
 }
+std::string pool_child_path() {
+    return SHMPOOL_TEST_POOL_CHILD;
+}
 std::string source_dir() {
     return SHMPOOL_TEST_SOURCE_DIR;
 }
@@ -318,8 +321,6 @@ std::chrono::milliseconds prompt() {
 #endif
 }
 
-namespace {
-
 // Fails the run if this process's tests left a block behind (and removes it so that one failing
 // test does not fail the next run too).
 class BlockLeakCheck : public ::testing::Environment {
@@ -341,11 +342,7 @@ class BlockLeakCheck : public ::testing::Environment {
     }
 };
 
-}  // namespace
+::testing::Environment* make_block_leak_check() { return new BlockLeakCheck; }
+
 }  // namespace shmpool::test
 
-int main(int argc, char** argv) {
-    ::testing::InitGoogleTest(&argc, argv);
-    ::testing::AddGlobalTestEnvironment(new shmpool::test::BlockLeakCheck);
-    return RUN_ALL_TESTS();
-}

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 namespace shmpool::test {
 
 /// A block name unique to this process and call: "shmpool_test_<pid>_<n>".
@@ -96,7 +98,11 @@ std::chrono::milliseconds prompt();
 std::string cli_path();     ///< build/bin/shmpool
 std::string helper_path();  ///< build/bin/shm_child
 std::string python_path();  ///< the CPython used for interop
+std::string pool_child_path();  ///< build/bin/pool_child
 std::string source_dir();   ///< the project's source tree
+
+/// The gtest Environment that fails the run if a test left a block named by unique_name().
+::testing::Environment* make_block_leak_check();
 
 /// Removes trailing newlines.
 std::string chomp(std::string s);

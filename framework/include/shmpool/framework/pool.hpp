@@ -1,0 +1,211 @@
+// Pool: worker processes that run registered tasks, with data shared in memory.
+//
+// The pool re-executes this program (or PoolOptions::worker_executable) as N workers; each one
+// runs shmpool::init() at the top of main(), attaches the pool's control block once, and waits for
+// chunks of work in its slot there. Arguments and results travel through that block, never
+// through a pipe; big data goes in a SharedArray or a SharedMemory block passed by name.
+//
+// Failure semantics: a task that throws fails with TaskError and its worker lives on. A worker
+// that dies (a signal, an exit, a timeout kill) is noticed at once through a pidfd, replaced, and
+// the item it was running is retried up to max_retries times, then fails with WorkerCrashed; the
+// other items of its chunk are requeued, not lost or redone. The pool is never "broken".
+//
+// Thread-safe: submit, map and the rest may be called from any thread. Create the pool from a
+// thread that outlives it (workers get SIGKILL when the thread that started them exits).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "shmpool/framework/errors.hpp"
+#include "shmpool/framework/future.hpp"
+#include "shmpool/framework/task.hpp"
+
+namespace shmpool {
+
+/// A worker that exited or died, as reported to PoolOptions::on_worker_exit.
+struct WorkerEvent {
+    unsigned worker = 0;   ///< its index in the pool
+    pid_t pid = 0;
+    int signal = 0;        ///< terminating signal, 0 if it exited
+    int exit_code = -1;    ///< exit status if it exited
+    std::string task;      ///< the task it was running, if any
+    std::optional<std::size_t> item;  ///< the item of that task's job it was on
+    long peak_rss_kb = 0;  ///< its peak resident set size
+    std::string reason;    ///< "crashed", "timeout", "cancelled", "shutdown"
+};
+
+struct PoolStats {
+    std::size_t tasks_done = 0;    ///< items that produced a result
+    std::size_t tasks_failed = 0;  ///< items that failed (TaskError, WorkerCrashed, TaskTimeout)
+    std::size_t retries = 0;
+    std::size_t crashes = 0;  ///< workers that died running a task
+    std::size_t respawns = 0;
+    std::size_t timeouts = 0;
+};
+
+struct PoolOptions {
+    /// Number of workers; 0 means one per core.
+    unsigned workers = 0;
+    /// How often an item whose worker died is tried again before it fails with WorkerCrashed.
+    int max_retries = 1;
+    /// Kill the worker of an item running longer than this (then TaskTimeout); 0: no limit.
+    std::chrono::milliseconds task_timeout{0};
+    /// After SIGTERM, how long a worker has before SIGKILL.
+    std::chrono::milliseconds kill_grace{200};
+    /// Bytes of arguments, and of results, one chunk may carry (per worker, each way).
+    std::size_t slot_bytes = std::size_t{1} << 20;
+    /// The worker program (it must call shmpool::init); default: this program.
+    std::string worker_executable{};
+    /// Called (on the pool's supervisor thread) for every worker that dies or is killed.
+    std::function<void(const WorkerEvent&)> on_worker_exit{};
+};
+
+/// Called at the top of main(): in a process launched as a worker, runs the worker and exits;
+/// elsewhere returns at once.
+void init(int argc, char** argv);
+
+namespace detail {
+
+/// One job's result vector (map, starmap, for_each_index).
+template <class R>
+class MapState : public ResultSink {
+public:
+    MapState(std::size_t n) : results_(n), errors_(n), left_(n) {}
+    void set_value(Reader& r, std::size_t i) override {
+        if constexpr (!std::is_void_v<R>) {
+            R v = Codec<R>::decode(r);
+            std::lock_guard lock(mutex_);
+            results_[i].emplace(std::move(v));
+        }
+        done();
+    }
+    void set_error(std::exception_ptr e, std::size_t i) override {
+        {
+            std::lock_guard lock(mutex_);
+            errors_[i] = e;
+        }
+        done();
+    }
+    /// Waits for every item; rethrows the error of the lowest failed index.
+    auto collect() {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [&] { return left_ == 0; });
+        for (auto& e : errors_) {
+            if (e) std::rethrow_exception(e);
+        }
+        if constexpr (!std::is_void_v<R>) {
+            std::vector<R> out;
+            out.reserve(results_.size());
+            for (auto& r : results_) out.push_back(std::move(*r));
+            return out;
+        }
+    }
+
+private:
+    void done() {
+        std::lock_guard lock(mutex_);
+        if (--left_ == 0) cv_.notify_all();
+    }
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::vector<std::conditional_t<std::is_void_v<R>, std::optional<char>, std::optional<R>>> results_;
+    std::vector<std::exception_ptr> errors_;
+    std::size_t left_;
+};
+
+}  // namespace detail
+
+class Pool {
+public:
+    /// Starts the workers and waits until they are ready. Throws std::system_error if a worker
+    /// cannot be started.
+    explicit Pool(PoolOptions options = {});
+    /// close(), then join(): waits for the queued work, stops the workers.
+    ~Pool();
+    Pool(const Pool&) = delete;
+    Pool& operator=(const Pool&) = delete;
+
+    /// Runs task(args...) in a worker.
+    template <auto Fn, class... A>
+    auto submit(const Task<Fn>& task, const A&... args) {
+        using R = typename Task<Fn>::Result;
+        auto state = std::make_shared<detail::FutureState<R>>(task.name());
+        std::vector<std::string> items;
+        items.push_back(Task<Fn>::encode_args(args...));
+        enqueue(task.name(), std::move(items), state, 1);
+        return Future<R>(std::move(state));
+    }
+
+    /// task(item) for every item, results in input order. chunksize 0: len / (4 × workers),
+    /// as CPython's Pool.map. Throws the error of the first failed item.
+    template <auto Fn, class Range>
+    auto map(const Task<Fn>& task, const Range& range, std::size_t chunksize = 0) {
+        std::vector<std::string> items;
+        for (const auto& x : range) items.push_back(Task<Fn>::encode_args(x));
+        return run_job<Fn>(task, std::move(items), chunksize);
+    }
+
+    /// task(args...) for every tuple of arguments, results in input order.
+    template <auto Fn, class Range>
+    auto starmap(const Task<Fn>& task, const Range& range, std::size_t chunksize = 0) {
+        std::vector<std::string> items;
+        for (const auto& t : range) {
+            items.push_back(std::apply([](const auto&... a) { return Task<Fn>::encode_args(a...); }, t));
+        }
+        return run_job<Fn>(task, std::move(items), chunksize);
+    }
+
+    /// task(leading..., begin, end) over [0, n) in ranges of `grain` indices (0: n / (4 × workers)).
+    /// The task's last two parameters are std::size_t; the leading ones are typically the name of
+    /// a SharedArray it works on.
+    template <auto Fn, class... A>
+    void for_each_index(const Task<Fn>& task, std::size_t n, std::size_t grain, const A&... leading) {
+        if (grain == 0) grain = std::max<std::size_t>(1, n / (4 * size()));
+        std::vector<std::string> items;
+        for (std::size_t b = 0; b < n; b += grain) {
+            items.push_back(Task<Fn>::encode_args(leading..., b, std::min(n, b + grain)));
+        }
+        run_job<Fn>(task, std::move(items), 1);
+    }
+
+    /// No more work is accepted; queued work still runs.
+    void close();
+    /// Waits for all queued work, then stops the workers (after close()).
+    void join();
+    /// Stops now: workers are killed, queued work fails with PoolClosed.
+    void terminate();
+
+    unsigned size() const noexcept;
+    std::vector<pid_t> worker_pids() const;
+    PoolStats stats() const;
+    /// The pool's control block (its name is what the workers attach).
+    const std::string& control_block() const noexcept;
+
+private:
+    template <auto Fn>
+    auto run_job(const Task<Fn>& task, std::vector<std::string> items, std::size_t chunksize) {
+        using R = typename Task<Fn>::Result;
+        auto state = std::make_shared<detail::MapState<R>>(items.size());
+        if (chunksize == 0) chunksize = std::max<std::size_t>(1, (items.size() + 4 * size() - 1) / (4 * size()));
+        if (!items.empty()) enqueue(task.name(), std::move(items), state, chunksize);
+        return state->collect();
+    }
+    void enqueue(const std::string& task, std::vector<std::string> items, std::shared_ptr<detail::ResultSink> sink,
+                 std::size_t chunksize);
+
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shmpool

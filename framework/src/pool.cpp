@@ -1,0 +1,671 @@
+// Pool: the parent side. A supervisor thread dispatches chunks into worker slots and harvests
+// results; a watcher thread turns worker deaths (pidfds) into wake-ups; dead workers' slots are
+// resolved item by item and the workers replaced.
+#include "shmpool/framework/pool.hpp"
+
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "control_block.hpp"
+#include "shmpool/shm/shared_memory.hpp"
+#include "shmpool/shm/tracker.hpp"
+#include "worker_process.hpp"
+
+namespace shmpool {
+namespace {
+
+using detail::ControlView;
+using detail::SlotHeader;
+
+struct Item {
+    std::shared_ptr<detail::ResultSink> sink;
+    std::size_t index = 0;  // within its job
+    std::string args;
+    int attempts = 0;
+};
+
+struct Chunk {
+    std::string task;
+    std::vector<Item> items;
+};
+
+struct Worker {
+    std::optional<detail::WorkerProcess> process;
+    unsigned generation = 0;
+    std::optional<Chunk> chunk;  // what its slot holds
+    bool kill_sent = false;      // SIGTERM for a timeout
+    bool sigkill_sent = false;
+    std::uint64_t kill_deadline_ns = 0;
+    std::optional<std::size_t> timed_out;  // position in the chunk of the item that ran too long
+};
+
+constexpr int supervisor_spin_rounds = 4000;
+
+std::exception_ptr task_error(const std::string& task, const std::string& payload) {
+    try {
+        Reader r(payload.data(), payload.size());
+        std::string type = Codec<std::string>::decode(r);
+        std::string message = Codec<std::string>::decode(r);
+        return std::make_exception_ptr(TaskError(task, type, message));
+    } catch (const std::exception& e) {
+        return std::make_exception_ptr(TaskError(task, "unknown", e.what()));
+    }
+}
+
+}  // namespace
+
+struct Pool::Impl {
+    PoolOptions options;
+    unsigned n = 0;
+    std::string executable;
+    SharedMemory block;
+    ControlView view;
+    std::vector<Worker> workers;
+    mutable std::mutex workers_mutex;  // for worker_pids() from other threads
+
+    std::mutex queue_mutex;
+    std::condition_variable idle;
+    std::deque<Chunk> queue;
+    std::size_t in_flight = 0;  // items queued or running
+    bool closed = false;
+    bool stopping = false;
+    bool terminating = false;
+    bool joined = false;
+
+    int epoll_fd = -1;
+    int stop_fd = -1;
+    std::mutex deaths_mutex;
+    std::vector<std::pair<unsigned, unsigned>> deaths;  // (worker, generation)
+    std::thread watcher;
+    std::thread supervisor;
+
+    std::atomic<std::size_t> done{0}, failed{0}, retries{0}, crashes{0}, respawns{0}, timeouts{0};
+
+    void ring() {
+        detail::ControlHeader* h = view.header();
+        h->parent_bell.fetch_add(1, std::memory_order_seq_cst);
+        if (h->parent_sleeping.load(std::memory_order_seq_cst)) detail::futex_wake(&h->parent_bell, 1);
+    }
+
+    void spawn(unsigned w) {
+        std::vector<std::string> env{"SHMPOOL_ROLE=worker", "SHMPOOL_POOL=" + block.name(),
+                                     "SHMPOOL_WORKER=" + std::to_string(w)};
+        detail::WorkerProcess p(executable, env);
+        Worker& wk = workers[w];
+        SlotHeader* slot = view.slot(w);
+        slot->completed.store(0);
+        slot->item_started_ns.store(0);
+        slot->state.store(detail::slot_free, std::memory_order_release);
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = (static_cast<std::uint64_t>(w) << 32) | (wk.generation + 1);
+        if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, p.pidfd(), &ev) != 0) {
+            throw std::system_error(errno, std::generic_category(), "epoll_ctl on a worker pidfd failed");
+        }
+        std::lock_guard lock(workers_mutex);
+        wk.generation += 1;
+        wk.process.emplace(std::move(p));
+        wk.kill_sent = wk.sigkill_sent = false;
+        wk.timed_out.reset();
+    }
+
+    void watch() {
+        epoll_event events[16];
+        for (;;) {
+            int k = ::epoll_wait(epoll_fd, events, 16, -1);
+            if (k < 0 && errno == EINTR) continue;
+            if (k < 0) return;
+            for (int i = 0; i < k; ++i) {
+                if (events[i].data.u64 == UINT64_MAX) return;  // stop_fd
+                {
+                    std::lock_guard lock(deaths_mutex);
+                    deaths.emplace_back(static_cast<unsigned>(events[i].data.u64 >> 32),
+                                        static_cast<unsigned>(events[i].data.u64 & 0xffffffffu));
+                }
+                // Level-triggered: stop reporting this pidfd; the supervisor reaps and closes it.
+                std::lock_guard lock(workers_mutex);
+                auto w = static_cast<unsigned>(events[i].data.u64 >> 32);
+                if (w < workers.size() && workers[w].process) {
+                    ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, workers[w].process->pidfd(), nullptr);
+                }
+            }
+            ring();
+        }
+    }
+
+    // Delivers records [from, to) of worker w's chunk.
+    void deliver(unsigned w, const Chunk& chunk, std::uint32_t from, std::uint32_t to) {
+        const std::byte* area = view.response(w);
+        std::uint32_t offset = 0;
+        for (std::uint32_t i = 0; i < to; ++i) {
+            auto kind = static_cast<std::uint8_t>(area[offset]);
+            std::uint32_t len = 0;
+            std::memcpy(&len, area + offset + 1, 4);
+            const char* bytes = reinterpret_cast<const char*>(area + offset + 5);
+            offset += 5 + len;
+            if (i < from) continue;
+            const Item& item = chunk.items[i];
+            // Counted before the result is delivered: whoever sees it sees the statistics too.
+            try {
+                if (kind == detail::record_value) {
+                    ++done;
+                    Reader r(bytes, len);
+                    item.sink->set_value(r, item.index);
+                } else {
+                    ++failed;
+                    item.sink->set_error(task_error(chunk.task, std::string(bytes, len)), item.index);
+                }
+            } catch (...) {  // a result that does not decode fails its item, never the pool
+                --done;
+                ++failed;
+                item.sink->set_error(std::current_exception(), item.index);
+            }
+        }
+    }
+
+    void finish_items(std::size_t count) {
+        std::lock_guard lock(queue_mutex);
+        in_flight -= count;
+        if (in_flight == 0) idle.notify_all();
+    }
+
+    void fail(const Chunk& chunk, std::size_t pos, std::exception_ptr e) {
+        ++failed;
+        chunk.items[pos].sink->set_error(e, chunk.items[pos].index);
+    }
+
+    bool harvest() {
+        bool any = false;
+        for (unsigned w = 0; w < n; ++w) {
+            Worker& wk = workers[w];
+            if (!wk.chunk || view.slot(w)->state.load(std::memory_order_acquire) != detail::slot_done) continue;
+            Chunk chunk = std::move(*wk.chunk);
+            wk.chunk.reset();
+            deliver(w, chunk, 0, static_cast<std::uint32_t>(chunk.items.size()));
+            view.slot(w)->item_started_ns.store(0);
+            view.slot(w)->state.store(detail::slot_free, std::memory_order_release);
+            finish_items(chunk.items.size());
+            any = true;
+        }
+        return any;
+    }
+
+    // Packs as much of `chunk` as fits worker w's request area; the rest goes back to the queue.
+    bool dispatch() {
+        bool any = false;
+        for (unsigned w = 0; w < n; ++w) {
+            Worker& wk = workers[w];
+            if (wk.chunk || !wk.process || view.slot(w)->state.load(std::memory_order_acquire) != detail::slot_free) {
+                continue;
+            }
+            Chunk chunk;
+            {
+                std::lock_guard lock(queue_mutex);
+                if (queue.empty() || terminating) return any;
+                chunk = std::move(queue.front());
+                queue.pop_front();
+            }
+            // Cancelled items never run; items that cannot fit even alone fail here.
+            std::string request;
+            Writer out(request);
+            Codec<std::string>::encode(out, chunk.task);
+            std::size_t count_at = request.size();
+            out.raw<std::uint32_t>(0);
+            const std::size_t capacity = view.header()->slot_bytes;
+            std::vector<Item> taken;
+            std::size_t dropped = 0;
+            std::size_t pos = 0;
+            for (; pos < chunk.items.size(); ++pos) {
+                Item& item = chunk.items[pos];
+                if (!item.sink->start(item.index)) {  // cancelled: it never runs
+                    ++dropped;
+                    continue;
+                }
+                std::size_t need = 8 + item.args.size();
+                if (request.size() + need > capacity) {
+                    if (!taken.empty()) break;
+                    item.sink->set_error(std::make_exception_ptr(std::length_error(fmt::format(
+                                             "task '{}' item {}: {} bytes of arguments exceed the pool's slot_bytes ({})",
+                                             chunk.task, item.index, item.args.size(), capacity))),
+                                         item.index);
+                    ++failed;
+                    ++dropped;
+                    continue;
+                }
+                Codec<std::string>::encode(out, item.args);
+                taken.push_back(std::move(item));
+            }
+            if (pos < chunk.items.size()) {
+                Chunk rest{chunk.task, std::vector<Item>(std::make_move_iterator(chunk.items.begin() + static_cast<std::ptrdiff_t>(pos)),
+                                                        std::make_move_iterator(chunk.items.end()))};
+                std::lock_guard lock(queue_mutex);
+                queue.push_front(std::move(rest));
+            }
+            if (dropped) finish_items(dropped);
+            any = true;
+            if (taken.empty()) continue;
+            auto count = static_cast<std::uint32_t>(taken.size());
+            std::memcpy(request.data() + count_at, &count, 4);
+            std::memcpy(view.request(w), request.data(), request.size());
+            SlotHeader* slot = view.slot(w);
+            slot->request_bytes.store(static_cast<std::uint32_t>(request.size()), std::memory_order_relaxed);
+            // A provisional start: the timeout clock runs from dispatch until the worker starts
+            // the item, so a deadline exists before the supervisor sleeps.
+            slot->item_started_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
+            wk.chunk = Chunk{std::move(chunk.task), std::move(taken)};
+            slot->state.store(detail::slot_queued, std::memory_order_seq_cst);
+            if (slot->worker_sleeping.load(std::memory_order_seq_cst)) detail::futex_wake(&slot->state, 1);
+        }
+        return any;
+    }
+
+    bool handle_deaths() {
+        std::vector<std::pair<unsigned, unsigned>> list;
+        {
+            std::lock_guard lock(deaths_mutex);
+            list.swap(deaths);
+        }
+        for (auto [w, gen] : list) {
+            Worker& wk = workers[w];
+            if (gen != wk.generation || !wk.process) continue;
+            detail::ExitStatus status = wk.process->reap();
+            pid_t pid = wk.process->pid();
+            {
+                std::lock_guard lock(workers_mutex);
+                wk.process.reset();
+            }
+            resolve(w, pid, status);
+            bool respawn;
+            {
+                std::lock_guard lock(queue_mutex);
+                respawn = !stopping || in_flight > 0;
+                respawn = respawn && !terminating;
+            }
+            if (respawn) {
+                try {
+                    spawn(w);
+                    ++respawns;
+                } catch (const std::exception& e) {
+                    fmt::print(stderr, "shmpool: cannot replace worker {}: {}\n", w, e.what());
+                }
+            }
+        }
+        return !list.empty();
+    }
+
+    // The worker in slot w is dead: settle every item of its chunk exactly once.
+    void resolve(unsigned w, pid_t pid, const detail::ExitStatus& status) {
+        Worker& wk = workers[w];
+        SlotHeader* slot = view.slot(w);
+        WorkerEvent event{w, pid, status.signal, status.exit_code, {}, std::nullopt, status.peak_rss_kb, "shutdown"};
+        if (wk.chunk) {
+            Chunk chunk = std::move(*wk.chunk);
+            wk.chunk.reset();
+            event.task = chunk.task;
+            auto state = slot->state.load(std::memory_order_acquire);
+            std::uint32_t completed = state == detail::slot_queued ? 0 : slot->completed.load(std::memory_order_acquire);
+            deliver(w, chunk, 0, completed);
+            std::vector<Item> requeue;
+            std::size_t settled = completed;
+            event.reason = "crashed";
+            if (state != detail::slot_queued && completed < chunk.items.size()) {
+                // The item it was on when it died: retried, or failed with the reason.
+                Item& item = chunk.items[completed];
+                event.item = item.index;
+                bool terminating_now;
+                {
+                    std::lock_guard lock(queue_mutex);
+                    terminating_now = terminating;
+                }
+                if (terminating_now) {
+                    fail(chunk, completed, std::make_exception_ptr(PoolClosed()));
+                    event.reason = "shutdown";
+                    ++settled;
+                } else if (wk.timed_out) {
+                    ++timeouts;
+                    event.reason = "timeout";
+                    fail(chunk, completed,
+                         std::make_exception_ptr(TaskTimeout(chunk.task, item.index,
+                                                             std::chrono::duration<double>(options.task_timeout).count())));
+                    ++settled;
+                } else {
+                    ++crashes;
+                    ++item.attempts;
+                    if (item.attempts <= options.max_retries) {
+                        ++retries;
+                        requeue.push_back(std::move(item));
+                    } else {
+                        fail(chunk, completed,
+                             std::make_exception_ptr(WorkerCrashed(chunk.task, item.index, pid, status.signal,
+                                                                   status.exit_code, item.attempts)));
+                        ++settled;
+                    }
+                }
+                ++completed;
+            }
+            // The rest of the chunk never started: back to the queue, untouched.
+            for (std::size_t i = completed; i < chunk.items.size(); ++i) requeue.push_back(std::move(chunk.items[i]));
+            finish_items(settled);
+            std::lock_guard lock(queue_mutex);
+            if (terminating) {
+                for (auto& item : requeue) {
+                    item.sink->set_error(std::make_exception_ptr(PoolClosed()), item.index);
+                }
+                in_flight -= requeue.size();
+                if (in_flight == 0) idle.notify_all();
+            } else if (!requeue.empty()) {
+                queue.push_front(Chunk{chunk.task, std::move(requeue)});
+            }
+        } else {
+            bool stop;
+            {
+                std::lock_guard lock(queue_mutex);
+                stop = stopping;
+            }
+            event.reason = stop ? "shutdown" : "crashed";
+        }
+        slot->state.store(detail::slot_free, std::memory_order_release);
+        slot->completed.store(0);
+        slot->item_started_ns.store(0);
+        if (options.on_worker_exit && event.reason != "shutdown") options.on_worker_exit(event);
+    }
+
+    // Kills the workers of items past their timeout (SIGTERM, then SIGKILL); returns the next
+    // instant something is due, or 0.
+    std::uint64_t check_timeouts() {
+        if (options.task_timeout.count() <= 0) return 0;
+        const std::uint64_t timeout = static_cast<std::uint64_t>(std::chrono::nanoseconds(options.task_timeout).count());
+        const std::uint64_t grace = static_cast<std::uint64_t>(std::chrono::nanoseconds(options.kill_grace).count());
+        std::uint64_t now = detail::monotonic_ns();
+        std::uint64_t next = 0;
+        auto due = [&](std::uint64_t t) { next = next == 0 ? t : std::min(next, t); };
+        for (unsigned w = 0; w < n; ++w) {
+            Worker& wk = workers[w];
+            SlotHeader* slot = view.slot(w);
+            auto state = slot->state.load();
+            if (!wk.chunk || !wk.process || (state != detail::slot_running && state != detail::slot_queued)) continue;
+            if (wk.kill_sent) {
+                if (!wk.sigkill_sent && now >= wk.kill_deadline_ns) {
+                    wk.process->signal(SIGKILL);
+                    wk.sigkill_sent = true;
+                } else if (!wk.sigkill_sent) {
+                    due(wk.kill_deadline_ns);
+                }
+                continue;
+            }
+            std::uint64_t started = slot->item_started_ns.load(std::memory_order_acquire);
+            if (started == 0) continue;
+            if (now - started >= timeout && state == detail::slot_running) {
+                wk.timed_out = slot->completed.load();
+                wk.kill_sent = true;
+                wk.kill_deadline_ns = now + grace;
+                wk.process->signal(SIGTERM);
+                due(wk.kill_deadline_ns);
+            } else {
+                due(started + timeout);
+            }
+        }
+        return next;
+    }
+
+    bool finished_stopping() {
+        std::lock_guard lock(queue_mutex);
+        if (!stopping || in_flight > 0) return false;
+        for (unsigned w = 0; w < n; ++w) {
+            if (workers[w].process) return false;
+        }
+        return true;
+    }
+
+    void begin_shutdown_if_idle() {
+        {
+            std::lock_guard lock(queue_mutex);
+            if (!stopping || in_flight > 0) return;
+        }
+        for (unsigned w = 0; w < n; ++w) {
+            SlotHeader* slot = view.slot(w);
+            if (workers[w].process && slot->state.load() == detail::slot_free) {
+                slot->state.store(detail::slot_shutdown, std::memory_order_seq_cst);
+                detail::futex_wake(&slot->state, 1);
+            }
+        }
+    }
+
+    void supervise() {
+        detail::ControlHeader* h = view.header();
+        for (;;) {
+            std::uint32_t seen = h->parent_bell.load(std::memory_order_seq_cst);
+            bool progress = handle_deaths();
+            progress |= harvest();
+            progress |= dispatch();
+            std::uint64_t next = check_timeouts();
+            begin_shutdown_if_idle();
+            if (finished_stopping()) return;
+            if (progress) continue;
+            for (int i = 0; i < supervisor_spin_rounds && h->parent_bell.load(std::memory_order_acquire) == seen; ++i) {
+                __builtin_ia32_pause();
+            }
+            if (h->parent_bell.load(std::memory_order_acquire) != seen) continue;
+            timespec ts{};
+            timespec* timeout = nullptr;
+            if (next != 0) {
+                std::uint64_t now = detail::monotonic_ns();
+                std::uint64_t wait = next > now ? next - now : 0;
+                ts = {static_cast<time_t>(wait / 1'000'000'000u), static_cast<long>(wait % 1'000'000'000u)};
+                timeout = &ts;
+            }
+            h->parent_sleeping.store(1, std::memory_order_seq_cst);
+            if (h->parent_bell.load(std::memory_order_seq_cst) == seen) detail::futex_wait(&h->parent_bell, seen, timeout);
+            h->parent_sleeping.store(0, std::memory_order_seq_cst);
+        }
+    }
+};
+
+Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
+    if (const char* role = std::getenv("SHMPOOL_ROLE"); role && std::string_view(role) == "worker") {
+        throw std::logic_error("a pool worker tried to create a Pool: call shmpool::init(argc, argv) at the top of main()");
+    }
+    Impl& m = *impl_;
+    m.options = std::move(options);
+    m.n = m.options.workers ? m.options.workers : std::max(1u, std::thread::hardware_concurrency());
+    if (m.options.slot_bytes < 4096 || m.options.slot_bytes > (std::size_t{1} << 30)) {
+        throw std::invalid_argument("PoolOptions::slot_bytes must be between 4 KiB and 1 GiB");
+    }
+    m.executable = m.options.worker_executable.empty() ? std::filesystem::read_symlink("/proc/self/exe").string()
+                                                       : m.options.worker_executable;
+    // The control block is owned by this process: if it dies, its tracker removes the block.
+    Tracker::ensure();
+    m.block = SharedMemory::create(detail::control_size(m.n, m.options.slot_bytes));
+    m.view.base = m.block.data();
+    auto* h = m.view.header();
+    h->workers = m.n;
+    h->slot_bytes = static_cast<std::uint32_t>(m.options.slot_bytes);
+    std::memcpy(h->magic, detail::control_magic, 8);
+    m.workers.resize(m.n);
+    m.epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+    m.stop_fd = ::eventfd(0, EFD_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = UINT64_MAX;
+    ::epoll_ctl(m.epoll_fd, EPOLL_CTL_ADD, m.stop_fd, &ev);
+    try {
+        for (unsigned w = 0; w < m.n; ++w) m.spawn(w);
+    } catch (...) {
+        m.workers.clear();
+        ::close(m.epoll_fd);
+        ::close(m.stop_fd);
+        m.block.unlink();
+        throw;
+    }
+    m.watcher = std::thread([&m] { m.watch(); });
+    // Ready when every worker has attached (it publishes its pid in its slot); a worker that dies
+    // first (say, a program that does not call shmpool::init) fails the constructor.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (;;) {
+        std::uint32_t seen = h->parent_bell.load();
+        bool ready = true;
+        for (unsigned w = 0; w < m.n; ++w) {
+            ready &= m.view.slot(w)->worker_pid.load(std::memory_order_acquire) == m.workers[w].process->pid();
+        }
+        bool died;
+        {
+            std::lock_guard lock(m.deaths_mutex);
+            died = !m.deaths.empty();
+        }
+        if (ready && !died) break;
+        if (died || std::chrono::steady_clock::now() > deadline) {
+            std::string why = "did not start within 30 s";
+            if (died) {
+                unsigned w = m.deaths.front().first;
+                detail::ExitStatus s = m.workers[w].process->reap();
+                why = s.signal ? fmt::format("was killed by signal {} during start-up", s.signal)
+                               : fmt::format("exited with status {} during start-up", s.exit_code);
+            }
+            terminate();
+            throw std::runtime_error(fmt::format("pool worker ({}) {}; does its main() call shmpool::init(argc, argv)?",
+                                                 m.executable, why));
+        }
+        h->parent_sleeping.store(1, std::memory_order_seq_cst);
+        timespec ts{0, 50'000'000};  // bounded: the deadline above is checked between waits
+        if (h->parent_bell.load() == seen) detail::futex_wait(&h->parent_bell, seen, &ts);
+        h->parent_sleeping.store(0, std::memory_order_seq_cst);
+    }
+    m.supervisor = std::thread([&m] { m.supervise(); });
+}
+
+Pool::~Pool() {
+    if (!impl_) return;
+    try {
+        close();
+        join();
+    } catch (...) {
+        terminate();
+    }
+}
+
+void Pool::enqueue(const std::string& task, std::vector<std::string> items, std::shared_ptr<detail::ResultSink> sink,
+                   std::size_t chunksize) {
+    Impl& m = *impl_;
+    std::vector<Chunk> chunks;
+    for (std::size_t i = 0; i < items.size(); i += chunksize) {
+        Chunk c{task, {}};
+        for (std::size_t j = i; j < std::min(items.size(), i + chunksize); ++j) {
+            c.items.push_back(Item{sink, j, std::move(items[j]), 0});
+        }
+        chunks.push_back(std::move(c));
+    }
+    {
+        std::lock_guard lock(m.queue_mutex);
+        if (m.closed) throw PoolClosed();
+        for (auto& c : chunks) m.queue.push_back(std::move(c));
+        m.in_flight += items.size();
+    }
+    m.ring();
+}
+
+void Pool::close() {
+    std::lock_guard lock(impl_->queue_mutex);
+    impl_->closed = true;
+}
+
+void Pool::join() {
+    Impl& m = *impl_;
+    if (m.joined) return;
+    {
+        std::unique_lock lock(m.queue_mutex);
+        m.closed = true;
+        m.idle.wait(lock, [&] { return m.in_flight == 0; });
+        m.stopping = true;
+    }
+    m.ring();
+    if (m.supervisor.joinable()) m.supervisor.join();
+    std::uint64_t one = 1;
+    (void)!::write(m.stop_fd, &one, sizeof one);
+    if (m.watcher.joinable()) m.watcher.join();
+    m.workers.clear();
+    if (m.epoll_fd >= 0) ::close(m.epoll_fd);
+    if (m.stop_fd >= 0) ::close(m.stop_fd);
+    m.epoll_fd = m.stop_fd = -1;
+    m.joined = true;
+    if (m.block.is_open()) {
+        try {
+            m.block.unlink();
+        } catch (const std::system_error&) {
+        }
+        m.block.close();
+    }
+}
+
+void Pool::terminate() {
+    Impl& m = *impl_;
+    if (m.joined) return;
+    std::deque<Chunk> dropped;
+    {
+        std::lock_guard lock(m.queue_mutex);
+        m.closed = m.stopping = m.terminating = true;
+        dropped.swap(m.queue);
+        for (auto& c : dropped) {
+            for (auto& item : c.items) item.sink->set_error(std::make_exception_ptr(PoolClosed()), item.index);
+            m.in_flight -= c.items.size();
+        }
+        if (m.in_flight == 0) m.idle.notify_all();
+    }
+    {
+        std::lock_guard lock(m.workers_mutex);
+        for (auto& w : m.workers) {
+            if (w.process) w.process->signal(SIGKILL);
+        }
+    }
+    if (m.supervisor.joinable()) {
+        m.ring();
+        join();
+    } else {
+        std::uint64_t one = 1;
+        (void)!::write(m.stop_fd, &one, sizeof one);
+        if (m.watcher.joinable()) m.watcher.join();
+        m.workers.clear();
+        ::close(m.epoll_fd);
+        ::close(m.stop_fd);
+        m.epoll_fd = m.stop_fd = -1;
+        m.joined = true;
+        if (m.block.is_open()) {
+            try {
+                m.block.unlink();
+            } catch (const std::system_error&) {
+            }
+            m.block.close();
+        }
+    }
+}
+
+unsigned Pool::size() const noexcept { return impl_->n; }
+
+std::vector<pid_t> Pool::worker_pids() const {
+    std::lock_guard lock(impl_->workers_mutex);
+    std::vector<pid_t> pids;
+    for (const auto& w : impl_->workers) pids.push_back(w.process ? w.process->pid() : 0);
+    return pids;
+}
+
+PoolStats Pool::stats() const {
+    const Impl& m = *impl_;
+    return {m.done.load(), m.failed.load(), m.retries.load(), m.crashes.load(), m.respawns.load(), m.timeouts.load()};
+}
+
+const std::string& Pool::control_block() const noexcept { return impl_->block.name(); }
+
+}  // namespace shmpool

@@ -1,0 +1,164 @@
+// The worker side of the pool: attach the control block once, then run chunks from its slot.
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <typeinfo>
+
+#include <cxxabi.h>
+#include <fmt/format.h>
+
+#include "control_block.hpp"
+#include "shmpool/framework/pool.hpp"
+#include "shmpool/shm/shared_memory.hpp"
+
+namespace shmpool::detail {
+
+long futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected, const struct timespec* timeout) noexcept {
+    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT, expected, timeout, nullptr, 0);
+}
+
+long futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
+    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, count, nullptr, nullptr, 0);
+}
+
+std::uint64_t monotonic_ns() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+namespace {
+
+constexpr int spin_rounds = 4000;  // a few tens of microseconds before sleeping
+
+std::string demangled(const char* name) {
+    int status = 0;
+    char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+    std::string out = status == 0 && d ? d : name;
+    std::free(d);
+    return out;
+}
+
+void wake_parent(ControlHeader* h) {
+    h->parent_bell.fetch_add(1, std::memory_order_acq_rel);
+    if (h->parent_sleeping.load(std::memory_order_acquire)) futex_wake(&h->parent_bell, 1);
+}
+
+// Appends one result record; false if the response area is full.
+bool put_record(std::byte* area, std::uint32_t capacity, std::uint32_t& used, RecordKind kind, const std::string& bytes) {
+    std::size_t need = 1 + 4 + bytes.size();
+    if (used + need > capacity) return false;
+    area[used] = static_cast<std::byte>(kind);
+    auto len = static_cast<std::uint32_t>(bytes.size());
+    std::memcpy(area + used + 1, &len, 4);
+    std::memcpy(area + used + 5, bytes.data(), bytes.size());
+    used += static_cast<std::uint32_t>(need);
+    return true;
+}
+
+std::string error_payload(const std::string& type, const std::string& message) {
+    std::string out;
+    encode(out, type);
+    encode(out, message);
+    return out;
+}
+
+void run_chunk(const ControlView& view, unsigned w) {
+    SlotHeader* slot = view.slot(w);
+    const std::uint32_t capacity = view.header()->slot_bytes;
+    Reader req(reinterpret_cast<const char*>(view.request(w)), slot->request_bytes.load());
+    std::string task = Codec<std::string>::decode(req);
+    auto count = req.raw<std::uint32_t>();
+    Invoker invoke = find_task(task);
+    std::byte* response = view.response(w);
+    std::uint32_t used = 0;
+    std::string result;
+    for (std::uint32_t i = 0; i < count; ++i) {
+        std::string args = Codec<std::string>::decode(req);
+        slot->item_started_ns.store(monotonic_ns(), std::memory_order_release);
+        result.clear();
+        RecordKind kind = record_value;
+        try {
+            if (invoke == nullptr) throw std::logic_error(fmt::format("no task named '{}' in this worker", task));
+            Reader r(args.data(), args.size());
+            invoke(r, result);
+        } catch (const std::exception& e) {
+            kind = record_error;
+            result = error_payload(demangled(typeid(e).name()), e.what());
+        } catch (...) {
+            kind = record_error;
+            result = error_payload("unknown exception", "a non-std::exception was thrown");
+        }
+        if (!put_record(response, capacity, used, kind, result)) {
+            std::string err = error_payload(
+                "std::length_error",
+                fmt::format("the result of {} bytes does not fit the pool's slot_bytes ({})", result.size(), capacity));
+            if (!put_record(response, capacity, used, record_error, err)) std::abort();  // cannot even report
+        }
+        slot->response_bytes.store(used, std::memory_order_release);
+        slot->completed.store(i + 1, std::memory_order_release);
+    }
+    slot->state.store(slot_done, std::memory_order_release);
+    wake_parent(view.header());
+}
+
+}  // namespace
+
+int worker_main() {
+    const char* block = std::getenv("SHMPOOL_POOL");
+    const char* index = std::getenv("SHMPOOL_WORKER");
+    if (!block || !index) return 2;
+    unsigned w = static_cast<unsigned>(std::atoi(index));
+    ::unsetenv("SHMPOOL_ROLE");  // a worker's own children are not workers
+    SharedMemory shm = SharedMemory::attach(block);
+    ControlView view{shm.data()};
+    if (std::memcmp(view.header()->magic, control_magic, 8) != 0 || w >= view.header()->workers) return 2;
+    SlotHeader* slot = view.slot(w);
+    slot->worker_pid.store(::getpid());
+    for (;;) {
+        // Spin a little (a hot pool answers in well under a microsecond), then sleep on the slot
+        // until the parent queues work (or harvests and queues, from done).
+        std::uint32_t s = slot->state.load(std::memory_order_acquire);
+        for (int i = 0; i < spin_rounds && (s == slot_free || s == slot_done); ++i) {
+            __builtin_ia32_pause();
+            s = slot->state.load(std::memory_order_acquire);
+        }
+        if (s == slot_free || s == slot_done) {
+            slot->worker_sleeping.store(1, std::memory_order_seq_cst);
+            if (slot->state.load(std::memory_order_seq_cst) == s) futex_wait(&slot->state, s, nullptr);
+            slot->worker_sleeping.store(0, std::memory_order_relaxed);
+            continue;
+        }
+        if (s == slot_shutdown) return 0;
+        if (s != slot_queued) continue;
+        slot->completed.store(0, std::memory_order_relaxed);
+        slot->response_bytes.store(0, std::memory_order_relaxed);
+        slot->state.store(slot_running, std::memory_order_release);
+        run_chunk(view, w);
+    }
+}
+
+}  // namespace shmpool::detail
+
+namespace shmpool {
+
+void init(int /*argc*/, char** /*argv*/) {
+    const char* role = std::getenv("SHMPOOL_ROLE");
+    if (role == nullptr || std::string_view(role) != "worker") return;
+    int status = 2;
+    try {
+        status = detail::worker_main();
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "shmpool worker {}: {}\n", ::getpid(), e.what());
+    }
+    std::exit(status);
+}
+
+}  // namespace shmpool

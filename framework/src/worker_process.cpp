@@ -1,0 +1,119 @@
+// WorkerProcess: Boost.Process v2 launch with a parent-death signal; pidfd watch; wait4 reaping.
+#include "worker_process.hpp"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/process/v2/environment.hpp>
+#include <boost/process/v2/process.hpp>
+// Boost 1.81's header-only mode never includes the definition of
+// process_environment::on_setup; this translation unit, alone in the project, provides it.
+#include <boost/process/v2/impl/environment.ipp>
+#include <cerrno>
+#include <system_error>
+#include <utility>
+
+#include <fmt/format.h>
+
+extern char** environ;
+
+namespace shmpool::detail {
+namespace {
+
+namespace bp = boost::process::v2;
+
+// Runs in the child between fork and exec.
+struct WorkerSetup {
+    pid_t parent;
+    template <class Launcher>
+    boost::system::error_code on_exec_setup(Launcher&, const bp::filesystem::path&, const char* const*) {
+        // Dies with the parent: no orphan workers, even when the parent is SIGKILLed.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) ::_exit(1);  // the parent died before the line above
+        ::setpgid(0, 0);                        // a terminal's Ctrl-C is the parent's to handle
+        return {};
+    }
+};
+
+}  // namespace
+
+WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<std::string>& env) {
+    std::vector<std::string> full;
+    for (char** e = environ; *e; ++e) {
+        std::string entry = *e;
+        bool overridden = false;
+        for (const auto& o : env) overridden |= entry.compare(0, o.find('=') + 1, o, 0, o.find('=') + 1) == 0;
+        if (!overridden) full.push_back(std::move(entry));
+    }
+    full.insert(full.end(), env.begin(), env.end());
+    boost::asio::io_context ctx;
+    boost::system::error_code ec;
+    bp::process proc(ctx, executable, std::vector<std::string>{}, bp::process_environment(full),
+                     WorkerSetup{::getpid()});
+    pid_ = proc.id();
+    proc.detach();  // reaped here, through the pidfd, not by Boost
+    pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+    if (pidfd_ < 0) {
+        int err = errno;
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        throw std::system_error(err, std::generic_category(), fmt::format("pidfd_open({}) failed", pid_));
+    }
+}
+
+WorkerProcess::WorkerProcess(WorkerProcess&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)),
+      pidfd_(std::exchange(other.pidfd_, -1)),
+      reaped_(std::exchange(other.reaped_, true)) {}
+
+WorkerProcess& WorkerProcess::operator=(WorkerProcess&& other) noexcept {
+    if (this != &other) {
+        reset();
+        pid_ = std::exchange(other.pid_, -1);
+        pidfd_ = std::exchange(other.pidfd_, -1);
+        reaped_ = std::exchange(other.reaped_, true);
+    }
+    return *this;
+}
+
+WorkerProcess::~WorkerProcess() { reset(); }
+
+void WorkerProcess::reset() noexcept {
+    if (pid_ > 0 && !reaped_) {
+        signal(SIGKILL);
+        reap();
+    }
+    if (pidfd_ >= 0) ::close(pidfd_);
+    pid_ = -1;
+    pidfd_ = -1;
+}
+
+void WorkerProcess::signal(int sig) noexcept {
+    // Through the pidfd: never a reused pid.
+    if (pidfd_ >= 0 && !reaped_) ::syscall(SYS_pidfd_send_signal, pidfd_, sig, nullptr, 0);
+}
+
+ExitStatus WorkerProcess::reap() noexcept {
+    ExitStatus s;
+    if (reaped_ || pid_ <= 0) return s;
+    int status = 0;
+    struct rusage usage {};
+    pid_t r;
+    do {
+        r = ::wait4(pid_, &status, 0, &usage);
+    } while (r < 0 && errno == EINTR);
+    reaped_ = true;
+    if (r == pid_) {
+        if (WIFSIGNALED(status)) s.signal = WTERMSIG(status);
+        if (WIFEXITED(status)) s.exit_code = WEXITSTATUS(status);
+        s.peak_rss_kb = usage.ru_maxrss;
+    }
+    return s;
+}
+
+}  // namespace shmpool::detail

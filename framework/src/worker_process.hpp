@@ -1,0 +1,44 @@
+// WorkerProcess: one worker child, launched with Boost.Process v2, watched through a pidfd.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace shmpool::detail {
+
+/// How a process ended.
+struct ExitStatus {
+    int signal = 0;      ///< terminating signal, or 0
+    int exit_code = -1;  ///< exit status if it exited
+    long peak_rss_kb = 0;
+};
+
+/// Owns a worker process; move-only. The destructor kills (SIGKILL) and reaps it if still there.
+class WorkerProcess {
+public:
+    /// Starts `executable` with `env` added to this environment; the child gets SIGKILL when the
+    /// calling thread dies (PR_SET_PDEATHSIG) and runs in its own process group.
+    WorkerProcess(const std::string& executable, const std::vector<std::string>& env);
+    WorkerProcess(WorkerProcess&& other) noexcept;
+    WorkerProcess& operator=(WorkerProcess&& other) noexcept;
+    WorkerProcess(const WorkerProcess&) = delete;
+    WorkerProcess& operator=(const WorkerProcess&) = delete;
+    ~WorkerProcess();
+
+    pid_t pid() const noexcept { return pid_; }
+    /// Readable (POLLIN) once the process has exited.
+    int pidfd() const noexcept { return pidfd_; }
+    void signal(int sig) noexcept;
+    /// Reaps the process (it must have exited: pidfd readable); returns how it ended.
+    ExitStatus reap() noexcept;
+
+private:
+    void reset() noexcept;
+    pid_t pid_ = -1;
+    int pidfd_ = -1;
+    bool reaped_ = false;
+};
+
+}  // namespace shmpool::detail

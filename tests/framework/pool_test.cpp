@@ -1,0 +1,302 @@
+// The worker pool: results, errors, every kind of worker death, retries, attribution inside a
+// chunk, timeouts, shared arrays, and no orphans or leaks when the parent is killed.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <sstream>
+#include <tuple>
+#include <cstdlib>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "shmpool/framework/pool.hpp"
+#include "shmpool/framework/shared_array.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using shmpool::Pool;
+using shmpool::SharedArray;
+
+namespace {
+
+int square(int x) { return x * x; }
+SHMPOOL_TASK(square_task, square);
+
+std::string shout(const std::string& s, int times) {
+    std::string out;
+    for (int i = 0; i < times; ++i) out += s + "!";
+    return out;
+}
+SHMPOOL_TASK(shout_task, shout);
+
+int throw_on_odd(int x) {
+    if (x % 2) throw std::invalid_argument("odd: " + std::to_string(x));
+    return x;
+}
+SHMPOOL_TASK(throw_on_odd_task, throw_on_odd);
+
+long twice(long x) { return 2 * x; }
+SHMPOOL_TASK(twice_task, twice);
+
+int my_pid(int) { return ::getpid(); }
+SHMPOOL_TASK(pid_task, my_pid);
+
+// Dies in the way `how` says when x == victim; counts every call in counters[x].
+void die(const std::string& how) {
+    if (how == "segv") {
+        volatile int* p = nullptr;
+        *p = 1;  // NOLINT: the point is to crash
+    }
+    if (how == "abort") std::abort();
+    if (how == "kill") ::kill(::getpid(), SIGKILL);
+    if (how == "exit") std::exit(3);
+    if (how == "hang") std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+int counted(std::string counters, int x, int victim, std::string how) {
+    auto c = SharedArray<std::int64_t>::attach(counters);
+    std::int64_t attempt = __atomic_add_fetch(&c[static_cast<std::size_t>(x)], 1, __ATOMIC_SEQ_CST);
+    if (x == victim) die(how);
+    (void)attempt;
+    return x * 10;
+}
+SHMPOOL_TASK(counted_task, counted);
+
+// Crashes on the first attempt only: the retry succeeds.
+int crash_once(std::string counters, int x) {
+    auto c = SharedArray<std::int64_t>::attach(counters);
+    if (__atomic_add_fetch(&c[static_cast<std::size_t>(x)], 1, __ATOMIC_SEQ_CST) == 1) die("segv");
+    return x + 1000;
+}
+SHMPOOL_TASK(crash_once_task, crash_once);
+
+void fill(std::string array, std::size_t begin, std::size_t end) {
+    auto a = SharedArray<double>::attach(array);
+    for (std::size_t i = begin; i < end; ++i) a[i] = static_cast<double>(i) * 0.5;
+}
+SHMPOOL_TASK(fill_task, fill);
+
+int sleepy(int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+}
+SHMPOOL_TASK(sleepy_task, sleepy);
+
+std::vector<int> iota(int n) {
+    std::vector<int> v(static_cast<std::size_t>(n));
+    std::iota(v.begin(), v.end(), 0);
+    return v;
+}
+
+}  // namespace
+
+TEST(Pool, SubmitRunsTheTaskInAWorkerAndReturnsItsResult) {
+    Pool pool({.workers = 2});
+    auto f = pool.submit(square_task, 7);
+    EXPECT_EQ(f.get(), 49);
+    EXPECT_EQ(pool.submit(shout_task, std::string("hey"), 2).get(), "hey!hey!");
+    int worker = pool.submit(pid_task, 0).get();
+    auto pids = pool.worker_pids();
+    EXPECT_NE(worker, ::getpid());
+    EXPECT_NE(std::find(pids.begin(), pids.end(), worker), pids.end());
+}
+
+TEST(Pool, ManyFuturesAllResolve) {
+    Pool pool({.workers = 2});
+    std::vector<shmpool::Future<int>> futures;
+    for (int i = 0; i < 500; ++i) futures.push_back(pool.submit(square_task, i));
+    for (int i = 0; i < 500; ++i) ASSERT_EQ(futures[static_cast<std::size_t>(i)].get(), i * i);
+    EXPECT_EQ(pool.stats().tasks_done, 500u);
+}
+
+TEST(Pool, MapKeepsInputOrderForEveryChunkSize) {
+    Pool pool({.workers = 2});
+    auto input = iota(1000);
+    for (std::size_t chunk : {0u, 1u, 7u, 1000u}) {
+        auto out = pool.map(square_task, input, chunk);
+        ASSERT_EQ(out.size(), input.size());
+        for (std::size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], input[i] * input[i]) << "chunksize " << chunk;
+    }
+    EXPECT_TRUE(pool.map(square_task, std::vector<int>{}).empty());
+}
+
+TEST(Pool, AHundredThousandItemMap) {
+    Pool pool({.workers = 2});
+    std::vector<long> input(100000);
+    std::iota(input.begin(), input.end(), 0L);
+    auto out = pool.map(twice_task, input);
+    ASSERT_EQ(out.size(), 100000u);
+    for (std::size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], 2 * input[i]);
+}
+
+TEST(Pool, StarmapUnpacksArgumentTuples) {
+    Pool pool({.workers = 2});
+    std::vector<std::tuple<std::string, int>> args{{"a", 1}, {"b", 3}};
+    EXPECT_EQ(pool.starmap(shout_task, args), (std::vector<std::string>{"a!", "b!b!b!"}));
+}
+
+TEST(Pool, ATaskThatThrowsFailsWithTaskErrorAndTheWorkerLivesOn) {
+    Pool pool({.workers = 1});
+    int before = pool.submit(pid_task, 0).get();
+    try {
+        pool.submit(throw_on_odd_task, 3).get();
+        ADD_FAILURE() << "no TaskError";
+    } catch (const shmpool::TaskError& e) {
+        EXPECT_EQ(e.type(), "std::invalid_argument");
+        EXPECT_EQ(e.message(), "odd: 3");
+        EXPECT_EQ(e.task(), "throw_on_odd_task");
+    }
+    EXPECT_EQ(pool.submit(pid_task, 0).get(), before);  // same worker
+    EXPECT_EQ(pool.stats().crashes, 0u);
+    EXPECT_THROW(pool.map(throw_on_odd_task, iota(10)), shmpool::TaskError);
+}
+
+class WorkerDeath : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(WorkerDeath, IsRetriedThenReportedWithItsCauseAndThePoolCarriesOn) {
+    auto counters = SharedArray<std::int64_t>::create(100);
+    shmpool::test::Unlinker u{counters.name()};
+    std::vector<shmpool::WorkerEvent> events;
+    std::mutex m;
+    Pool pool({.workers = 2, .max_retries = 1, .task_timeout = std::string(GetParam()) == "hang" ? 300ms : 0ms,
+               .on_worker_exit = [&](const shmpool::WorkerEvent& e) {
+                   std::lock_guard lock(m);
+                   events.push_back(e);
+               }});
+    std::vector<std::tuple<std::string, int, int, std::string>> args;
+    for (int i = 0; i < 100; ++i) args.emplace_back(counters.name(), i, 37, GetParam());
+    try {
+        pool.starmap(counted_task, args, 10);
+        ADD_FAILURE() << "the crashing item did not fail";
+    } catch (const shmpool::WorkerCrashed& e) {
+        EXPECT_EQ(e.item(), 37u);
+        EXPECT_EQ(e.attempts(), 2);
+        std::string how = GetParam();
+        if (how == "segv") {
+            EXPECT_EQ(e.signal(), SIGSEGV);
+        } else if (how == "abort") {
+            EXPECT_EQ(e.signal(), SIGABRT);
+        } else if (how == "kill") {
+            EXPECT_EQ(e.signal(), SIGKILL);
+        } else if (how == "exit") {
+            EXPECT_EQ(e.exit_code(), 3);
+        }
+    } catch (const shmpool::TaskTimeout& e) {
+        EXPECT_EQ(std::string(GetParam()), "hang");
+    }
+    // Only the crashing item ran more than once: the rest of its chunk was requeued, not redone.
+    for (int i = 0; i < 100; ++i) {
+        if (i == 37) {
+            EXPECT_EQ(counters[37], std::string(GetParam()) == "hang" ? 1 : 2);
+        } else {
+            EXPECT_EQ(counters[static_cast<std::size_t>(i)], 1) << "item " << i;
+        }
+    }
+    auto s = pool.stats();
+    EXPECT_EQ(s.tasks_done, 99u);
+    EXPECT_EQ(s.tasks_failed, 1u);
+    EXPECT_EQ(pool.map(square_task, iota(50)).back(), 49 * 49);  // still usable
+    std::lock_guard lock(m);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.front().item, 37u);
+    EXPECT_EQ(events.front().task, "counted_task");
+    EXPECT_GT(events.front().peak_rss_kb, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryKind, WorkerDeath, ::testing::Values("segv", "abort", "kill", "exit", "hang"));
+
+TEST(Pool, AnItemThatCrashesOnceSucceedsOnRetry) {
+    auto counters = SharedArray<std::int64_t>::create(10);
+    shmpool::test::Unlinker u{counters.name()};
+    Pool pool({.workers = 2, .max_retries = 1});
+    EXPECT_EQ(pool.submit(crash_once_task, counters.name(), 4).get(), 1004);
+    auto s = pool.stats();
+    EXPECT_EQ(s.crashes, 1u);
+    EXPECT_EQ(s.retries, 1u);
+    EXPECT_EQ(s.respawns, 1u);
+}
+
+TEST(Pool, AWorkerKilledFromOutsideMidMapChangesNothingInTheResult) {
+    Pool pool({.workers = 2});
+    std::vector<int> ms(40, 5);
+    std::thread killer([&] {
+        std::this_thread::sleep_for(30ms);  // not synchronisation: only picks a moment mid-map
+        ::kill(pool.worker_pids()[0], SIGKILL);
+    });
+    auto out = pool.map(sleepy_task, ms, 1);
+    killer.join();
+    EXPECT_EQ(out, ms);
+}
+
+TEST(Pool, ForEachIndexFillsASharedArray) {
+    auto array = SharedArray<double>::create(100000);
+    shmpool::test::Unlinker u{array.name()};
+    Pool pool({.workers = 2});
+    pool.for_each_index(fill_task, array.size(), 0, array.name());  // grain 0: automatic
+    for (std::size_t i = 0; i < array.size(); ++i) ASSERT_EQ(array[i], static_cast<double>(i) * 0.5);
+}
+
+TEST(Pool, ACancelledFutureNeverRuns) {
+    Pool pool({.workers = 1});
+    auto slow = pool.submit(sleepy_task, 200);
+    auto later = pool.submit(sleepy_task, 1);
+    EXPECT_TRUE(later.cancel());
+    EXPECT_THROW(later.get(), shmpool::TaskCancelled);
+    EXPECT_EQ(slow.get(), 200);
+    EXPECT_FALSE(slow.cancel());
+}
+
+TEST(Pool, AClosedPoolRefusesWork) {
+    Pool pool({.workers = 1});
+    pool.close();
+    EXPECT_THROW(pool.submit(square_task, 1), shmpool::PoolClosed);
+}
+
+TEST(Pool, TerminateFailsQueuedWorkWithPoolClosed) {
+    Pool pool({.workers = 1});
+    auto running = pool.submit(sleepy_task, 5000);
+    auto queued = pool.submit(square_task, 2);
+    pool.terminate();
+    EXPECT_THROW(queued.get(), shmpool::PoolClosed);
+    EXPECT_THROW(running.get(), shmpool::PoolClosed);
+}
+
+TEST(Pool, AWorkerProgramThatDoesNotCallInitFailsPoolCreationClearly) {
+    try {
+        Pool pool({.workers = 1, .worker_executable = "/bin/true"});
+        ADD_FAILURE() << "the pool started";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find("shmpool::init"), std::string::npos) << e.what();
+    }
+}
+
+TEST(Pool, ArgumentsTooLargeForTheSlotFailOnlyThatItem) {
+    Pool pool({.workers = 1, .slot_bytes = 4096});
+    EXPECT_THROW(pool.submit(shout_task, std::string(10000, 'x'), 1).get(), std::length_error);
+    EXPECT_THROW(pool.submit(shout_task, std::string(1000, 'x'), 5).get(), shmpool::TaskError);  // result too big
+    EXPECT_EQ(pool.submit(square_task, 3).get(), 9);
+}
+
+TEST(Pool, KillingTheParentTakesItsWorkersAndBlocksWithIt) {
+    shmpool::test::Child parent({shmpool::test::pool_child_path()}, {"SHMPOOL_TRACKER="});
+    auto line = parent.read_line();
+    ASSERT_TRUE(line && line->rfind("ready ", 0) == 0) << parent.read_stderr(1s);
+    std::istringstream words(line->substr(6));
+    std::string block;
+    pid_t w1 = 0, w2 = 0;
+    words >> block >> w1 >> w2;
+    shmpool::test::Unlinker u{block};
+    ASSERT_TRUE(shmpool::test::block_exists(block));
+    parent.kill(SIGKILL);
+    ASSERT_TRUE(parent.wait());
+    EXPECT_TRUE(shmpool::test::wait_for_exit(w1, 5s)) << "orphan worker " << w1;
+    EXPECT_TRUE(shmpool::test::wait_for_exit(w2, 5s)) << "orphan worker " << w2;
+    EXPECT_TRUE(shmpool::test::wait_for_removal(block, 5s)) << "the control block leaked";
+}
