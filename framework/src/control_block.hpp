@@ -36,6 +36,7 @@ struct alignas(64) ControlHeader {
     std::uint32_t slot_bytes;
     std::atomic<std::uint32_t> parent_bell;      // bumped for the supervisor; its futex
     std::atomic<std::uint32_t> parent_sleeping;
+    std::uint32_t timeouts;  // 1: workers stamp each item's start (a clock read per item)
 };
 
 static_assert(std::is_standard_layout_v<SlotHeader> && std::is_standard_layout_v<ControlHeader>,

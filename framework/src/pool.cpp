@@ -17,6 +17,7 @@
 #include <deque>
 #include <filesystem>
 #include <thread>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
@@ -31,16 +32,20 @@ namespace {
 using detail::ControlView;
 using detail::SlotHeader;
 
-struct Item {
+// A job: one submit, or one map; its items' arguments are encoded back to back.
+struct Job {
+    std::string task;
     std::shared_ptr<detail::ResultSink> sink;
-    std::size_t index = 0;  // within its job
-    std::string args;
-    int attempts = 0;
+    detail::JobItems items;
+    std::unordered_map<std::size_t, int> attempts;  // items whose worker died; supervisor thread only
 };
 
+// A run of consecutive items of one job: the unit of dispatch.
 struct Chunk {
-    std::string task;
-    std::vector<Item> items;
+    std::shared_ptr<Job> job;
+    std::size_t begin = 0;
+    std::size_t end = 0;
+    std::size_t size() const noexcept { return end - begin; }
 };
 
 struct Worker {
@@ -150,7 +155,10 @@ struct Pool::Impl {
     // Delivers records [from, to) of worker w's chunk.
     void deliver(unsigned w, const Chunk& chunk, std::uint32_t from, std::uint32_t to) {
         const std::byte* area = view.response(w);
+        detail::ResultSink& sink = *chunk.job->sink;
         std::uint32_t offset = 0;
+        std::size_t ok = 0;
+        std::size_t bad = 0;
         for (std::uint32_t i = 0; i < to; ++i) {
             auto kind = static_cast<std::uint8_t>(area[offset]);
             std::uint32_t len = 0;
@@ -158,23 +166,23 @@ struct Pool::Impl {
             const char* bytes = reinterpret_cast<const char*>(area + offset + 5);
             offset += 5 + len;
             if (i < from) continue;
-            const Item& item = chunk.items[i];
-            // Counted before the result is delivered: whoever sees it sees the statistics too.
+            const std::size_t index = chunk.begin + i;
             try {
                 if (kind == detail::record_value) {
-                    ++done;
                     Reader r(bytes, len);
-                    item.sink->set_value(r, item.index);
+                    sink.set_value(r, index);
+                    ++ok;
                 } else {
-                    ++failed;
-                    item.sink->set_error(task_error(chunk.task, std::string(bytes, len)), item.index);
+                    ++bad;
+                    sink.set_error(task_error(chunk.job->task, std::string(bytes, len)), index);
                 }
             } catch (...) {  // a result that does not decode fails its item, never the pool
-                --done;
-                ++failed;
-                item.sink->set_error(std::current_exception(), item.index);
+                ++bad;
+                sink.set_error(std::current_exception(), index);
             }
         }
+        done += ok;
+        failed += bad;
     }
 
     void finish_items(std::size_t count) {
@@ -185,7 +193,7 @@ struct Pool::Impl {
 
     void fail(const Chunk& chunk, std::size_t pos, std::exception_ptr e) {
         ++failed;
-        chunk.items[pos].sink->set_error(e, chunk.items[pos].index);
+        chunk.job->sink->set_error(e, chunk.begin + pos);
     }
 
     bool harvest() {
@@ -195,16 +203,17 @@ struct Pool::Impl {
             if (!wk.chunk || view.slot(w)->state.load(std::memory_order_acquire) != detail::slot_done) continue;
             Chunk chunk = std::move(*wk.chunk);
             wk.chunk.reset();
-            deliver(w, chunk, 0, static_cast<std::uint32_t>(chunk.items.size()));
+            deliver(w, chunk, 0, static_cast<std::uint32_t>(chunk.size()));
             view.slot(w)->item_started_ns.store(0);
             view.slot(w)->state.store(detail::slot_free, std::memory_order_release);
-            finish_items(chunk.items.size());
+            finish_items(chunk.size());
             any = true;
         }
         return any;
     }
 
-    // Packs as much of `chunk` as fits worker w's request area; the rest goes back to the queue.
+    // Packs as much of the next chunk as fits worker w's request area, straight into the slot;
+    // the rest goes back to the front of the queue.
     bool dispatch() {
         bool any = false;
         for (unsigned w = 0; w < n; ++w) {
@@ -219,54 +228,59 @@ struct Pool::Impl {
                 chunk = std::move(queue.front());
                 queue.pop_front();
             }
-            // Cancelled items never run; items that cannot fit even alone fail here.
-            std::string request;
-            Writer out(request);
-            Codec<std::string>::encode(out, chunk.task);
-            std::size_t count_at = request.size();
-            out.raw<std::uint32_t>(0);
+            any = true;
+            Job& job = *chunk.job;
+            std::byte* request = view.request(w);
             const std::size_t capacity = view.header()->slot_bytes;
-            std::vector<Item> taken;
+            std::size_t used = 0;
+            auto put = [&](const void* p, std::size_t k) {
+                std::memcpy(request + used, p, k);
+                used += k;
+            };
+            auto name_len = static_cast<std::uint64_t>(job.task.size());
+            put(&name_len, 8);
+            put(job.task.data(), job.task.size());
+            const std::size_t count_at = used;
+            used += 4;
+            std::size_t first = chunk.begin;
+            std::size_t next = chunk.begin;
             std::size_t dropped = 0;
-            std::size_t pos = 0;
-            for (; pos < chunk.items.size(); ++pos) {
-                Item& item = chunk.items[pos];
-                if (!item.sink->start(item.index)) {  // cancelled: it never runs
+            for (; next < chunk.end; ++next) {
+                const std::size_t len = job.items.offsets[next + 1] - job.items.offsets[next];
+                const bool nothing_packed = next == first;
+                // Only the front item can be dropped: a cancelled future, or arguments that fit
+                // no slot; what is packed stays one run of consecutive items.
+                if (nothing_packed && (!job.sink->start(next) || used + 8 + len > capacity)) {
+                    if (!job.sink->cancelled(next)) {
+                        ++failed;
+                        job.sink->set_error(std::make_exception_ptr(std::length_error(fmt::format(
+                                                "task '{}' item {}: {} bytes of arguments exceed the pool's slot_bytes ({})",
+                                                job.task, next, len, capacity))),
+                                            next);
+                    }
                     ++dropped;
+                    first = next + 1;
                     continue;
                 }
-                std::size_t need = 8 + item.args.size();
-                if (request.size() + need > capacity) {
-                    if (!taken.empty()) break;
-                    item.sink->set_error(std::make_exception_ptr(std::length_error(fmt::format(
-                                             "task '{}' item {}: {} bytes of arguments exceed the pool's slot_bytes ({})",
-                                             chunk.task, item.index, item.args.size(), capacity))),
-                                         item.index);
-                    ++failed;
-                    ++dropped;
-                    continue;
-                }
-                Codec<std::string>::encode(out, item.args);
-                taken.push_back(std::move(item));
+                if (used + 8 + len > capacity) break;
+                auto len64 = static_cast<std::uint64_t>(len);
+                put(&len64, 8);
+                put(job.items.args.data() + job.items.offsets[next], len);
             }
-            if (pos < chunk.items.size()) {
-                Chunk rest{chunk.task, std::vector<Item>(std::make_move_iterator(chunk.items.begin() + static_cast<std::ptrdiff_t>(pos)),
-                                                        std::make_move_iterator(chunk.items.end()))};
+            if (next < chunk.end) {
                 std::lock_guard lock(queue_mutex);
-                queue.push_front(std::move(rest));
+                queue.push_front(Chunk{chunk.job, next, chunk.end});
             }
             if (dropped) finish_items(dropped);
-            any = true;
-            if (taken.empty()) continue;
-            auto count = static_cast<std::uint32_t>(taken.size());
-            std::memcpy(request.data() + count_at, &count, 4);
-            std::memcpy(view.request(w), request.data(), request.size());
+            if (next == first) continue;
+            auto count = static_cast<std::uint32_t>(next - first);
+            std::memcpy(request + count_at, &count, 4);
             SlotHeader* slot = view.slot(w);
-            slot->request_bytes.store(static_cast<std::uint32_t>(request.size()), std::memory_order_relaxed);
+            slot->request_bytes.store(static_cast<std::uint32_t>(used), std::memory_order_relaxed);
             // A provisional start: the timeout clock runs from dispatch until the worker starts
             // the item, so a deadline exists before the supervisor sleeps.
             slot->item_started_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
-            wk.chunk = Chunk{std::move(chunk.task), std::move(taken)};
+            wk.chunk = Chunk{chunk.job, first, next};
             slot->state.store(detail::slot_queued, std::memory_order_seq_cst);
             if (slot->worker_sleeping.load(std::memory_order_seq_cst)) detail::futex_wake(&slot->state, 1);
         }
@@ -312,25 +326,29 @@ struct Pool::Impl {
         Worker& wk = workers[w];
         SlotHeader* slot = view.slot(w);
         WorkerEvent event{w, pid, status.signal, status.exit_code, {}, std::nullopt, status.peak_rss_kb, "shutdown"};
+        bool terminating_now;
+        {
+            std::lock_guard lock(queue_mutex);
+            terminating_now = terminating;
+            event.reason = stopping ? "shutdown" : "crashed";
+        }
         if (wk.chunk) {
             Chunk chunk = std::move(*wk.chunk);
             wk.chunk.reset();
-            event.task = chunk.task;
+            Job& job = *chunk.job;
+            event.task = job.task;
+            event.reason = "crashed";
             auto state = slot->state.load(std::memory_order_acquire);
             std::uint32_t completed = state == detail::slot_queued ? 0 : slot->completed.load(std::memory_order_acquire);
             deliver(w, chunk, 0, completed);
-            std::vector<Item> requeue;
             std::size_t settled = completed;
-            event.reason = "crashed";
-            if (state != detail::slot_queued && completed < chunk.items.size()) {
+            std::optional<Chunk> retry;
+            std::size_t rest = chunk.begin + completed;
+            if (state != detail::slot_queued && completed < chunk.size()) {
                 // The item it was on when it died: retried, or failed with the reason.
-                Item& item = chunk.items[completed];
-                event.item = item.index;
-                bool terminating_now;
-                {
-                    std::lock_guard lock(queue_mutex);
-                    terminating_now = terminating;
-                }
+                const std::size_t index = chunk.begin + completed;
+                event.item = index;
+                rest = index + 1;
                 if (terminating_now) {
                     fail(chunk, completed, std::make_exception_ptr(PoolClosed()));
                     event.reason = "shutdown";
@@ -339,44 +357,40 @@ struct Pool::Impl {
                     ++timeouts;
                     event.reason = "timeout";
                     fail(chunk, completed,
-                         std::make_exception_ptr(TaskTimeout(chunk.task, item.index,
+                         std::make_exception_ptr(TaskTimeout(job.task, index,
                                                              std::chrono::duration<double>(options.task_timeout).count())));
                     ++settled;
                 } else {
                     ++crashes;
-                    ++item.attempts;
-                    if (item.attempts <= options.max_retries) {
+                    int attempts = ++job.attempts[index];
+                    if (attempts <= options.max_retries) {
                         ++retries;
-                        requeue.push_back(std::move(item));
+                        retry = Chunk{chunk.job, index, index + 1};
                     } else {
                         fail(chunk, completed,
-                             std::make_exception_ptr(WorkerCrashed(chunk.task, item.index, pid, status.signal,
-                                                                   status.exit_code, item.attempts)));
+                             std::make_exception_ptr(WorkerCrashed(job.task, index, pid, status.signal,
+                                                                   status.exit_code, attempts)));
                         ++settled;
                     }
                 }
-                ++completed;
             }
-            // The rest of the chunk never started: back to the queue, untouched.
-            for (std::size_t i = completed; i < chunk.items.size(); ++i) requeue.push_back(std::move(chunk.items[i]));
             finish_items(settled);
+            // The rest of the chunk never started: back to the queue, untouched.
             std::lock_guard lock(queue_mutex);
             if (terminating) {
-                for (auto& item : requeue) {
-                    item.sink->set_error(std::make_exception_ptr(PoolClosed()), item.index);
-                }
-                in_flight -= requeue.size();
+                std::size_t n_failed = 0;
+                auto fail_range = [&](std::size_t b, std::size_t e) {
+                    for (std::size_t i = b; i < e; ++i) job.sink->set_error(std::make_exception_ptr(PoolClosed()), i);
+                    n_failed += e - b;
+                };
+                if (retry) fail_range(retry->begin, retry->end);
+                fail_range(rest, chunk.end);
+                in_flight -= n_failed;
                 if (in_flight == 0) idle.notify_all();
-            } else if (!requeue.empty()) {
-                queue.push_front(Chunk{chunk.task, std::move(requeue)});
+            } else {
+                if (rest < chunk.end) queue.push_front(Chunk{chunk.job, rest, chunk.end});
+                if (retry) queue.push_front(*retry);
             }
-        } else {
-            bool stop;
-            {
-                std::lock_guard lock(queue_mutex);
-                stop = stopping;
-            }
-            event.reason = stop ? "shutdown" : "crashed";
         }
         slot->state.store(detail::slot_free, std::memory_order_release);
         slot->completed.store(0);
@@ -494,6 +508,7 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
     auto* h = m.view.header();
     h->workers = m.n;
     h->slot_bytes = static_cast<std::uint32_t>(m.options.slot_bytes);
+    h->timeouts = m.options.task_timeout.count() > 0 ? 1 : 0;
     std::memcpy(h->magic, detail::control_magic, 8);
     m.workers.resize(m.n);
     m.epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
@@ -557,22 +572,16 @@ Pool::~Pool() {
     }
 }
 
-void Pool::enqueue(const std::string& task, std::vector<std::string> items, std::shared_ptr<detail::ResultSink> sink,
+void Pool::enqueue(const std::string& task, detail::JobItems items, std::shared_ptr<detail::ResultSink> sink,
                    std::size_t chunksize) {
     Impl& m = *impl_;
-    std::vector<Chunk> chunks;
-    for (std::size_t i = 0; i < items.size(); i += chunksize) {
-        Chunk c{task, {}};
-        for (std::size_t j = i; j < std::min(items.size(), i + chunksize); ++j) {
-            c.items.push_back(Item{sink, j, std::move(items[j]), 0});
-        }
-        chunks.push_back(std::move(c));
-    }
+    const std::size_t count = items.size();
+    auto job = std::make_shared<Job>(Job{task, std::move(sink), std::move(items), {}});
     {
         std::lock_guard lock(m.queue_mutex);
         if (m.closed) throw PoolClosed();
-        for (auto& c : chunks) m.queue.push_back(std::move(c));
-        m.in_flight += items.size();
+        for (std::size_t i = 0; i < count; i += chunksize) m.queue.push_back(Chunk{job, i, std::min(count, i + chunksize)});
+        m.in_flight += count;
     }
     m.ring();
 }
@@ -619,8 +628,8 @@ void Pool::terminate() {
         m.closed = m.stopping = m.terminating = true;
         dropped.swap(m.queue);
         for (auto& c : dropped) {
-            for (auto& item : c.items) item.sink->set_error(std::make_exception_ptr(PoolClosed()), item.index);
-            m.in_flight -= c.items.size();
+            for (std::size_t i = c.begin; i < c.end; ++i) c.job->sink->set_error(std::make_exception_ptr(PoolClosed()), i);
+            m.in_flight -= c.size();
         }
         if (m.in_flight == 0) m.idle.notify_all();
     }

@@ -73,6 +73,7 @@ std::string error_payload(const std::string& type, const std::string& message) {
 void run_chunk(const ControlView& view, unsigned w) {
     SlotHeader* slot = view.slot(w);
     const std::uint32_t capacity = view.header()->slot_bytes;
+    const bool timeouts = view.header()->timeouts != 0;
     Reader req(reinterpret_cast<const char*>(view.request(w)), slot->request_bytes.load());
     std::string task = Codec<std::string>::decode(req);
     auto count = req.raw<std::uint32_t>();
@@ -81,13 +82,14 @@ void run_chunk(const ControlView& view, unsigned w) {
     std::uint32_t used = 0;
     std::string result;
     for (std::uint32_t i = 0; i < count; ++i) {
-        std::string args = Codec<std::string>::decode(req);
-        slot->item_started_ns.store(monotonic_ns(), std::memory_order_release);
+        auto args_len = req.raw<std::uint64_t>();
+        const char* args = req.view(args_len);  // decoded in place, no copy
+        if (timeouts) slot->item_started_ns.store(monotonic_ns(), std::memory_order_release);
         result.clear();
         RecordKind kind = record_value;
         try {
             if (invoke == nullptr) throw std::logic_error(fmt::format("no task named '{}' in this worker", task));
-            Reader r(args.data(), args.size());
+            Reader r(args, args_len);
             invoke(r, result);
         } catch (const std::exception& e) {
             kind = record_error;
@@ -121,7 +123,8 @@ int worker_main() {
     ControlView view{shm.data()};
     if (std::memcmp(view.header()->magic, control_magic, 8) != 0 || w >= view.header()->workers) return 2;
     SlotHeader* slot = view.slot(w);
-    slot->worker_pid.store(::getpid());
+    slot->worker_pid.store(::getpid(), std::memory_order_release);
+    wake_parent(view.header());  // the pool's constructor waits for every worker to attach
     for (;;) {
         // Spin a little (a hot pool answers in well under a microsecond), then sleep on the slot
         // until the parent queues work (or harvests and queues, from done).

@@ -50,6 +50,13 @@ public:
         return value;
     }
     std::size_t left() const noexcept { return static_cast<std::size_t>(end_ - p_); }
+    /// The next `n` bytes, in place; throws std::length_error if there are fewer.
+    const char* view(std::size_t n) {
+        if (left() < n) throw std::length_error("truncated task data");
+        const char* at = p_;
+        p_ += n;
+        return at;
+    }
 
 private:
     const char* p_;

@@ -22,7 +22,10 @@
 #include <iterator>
 #include <memory>
 #include <mutex>
+#include <atomic>
+#include <condition_variable>
 #include <optional>
+#include <ranges>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -77,30 +80,27 @@ void init(int argc, char** argv);
 
 namespace detail {
 
-/// One job's result vector (map, starmap, for_each_index).
+/// One job's result vector (map, starmap, for_each_index). Results are written by the pool's
+/// supervisor thread only (failures also by terminate()), each index once, so they need no lock;
+/// the count of items left is the one synchronisation point.
 template <class R>
 class MapState : public ResultSink {
 public:
-    MapState(std::size_t n) : results_(n), errors_(n), left_(n) {}
+    explicit MapState(std::size_t n) : results_(n), errors_(n), left_(n) {}
     void set_value(Reader& r, std::size_t i) override {
-        if constexpr (!std::is_void_v<R>) {
-            R v = Codec<R>::decode(r);
-            std::lock_guard lock(mutex_);
-            results_[i].emplace(std::move(v));
-        }
+        if constexpr (!std::is_void_v<R>) results_[i].emplace(Codec<R>::decode(r));
         done();
     }
     void set_error(std::exception_ptr e, std::size_t i) override {
-        {
-            std::lock_guard lock(mutex_);
-            errors_[i] = e;
-        }
+        errors_[i] = e;
         done();
     }
     /// Waits for every item; rethrows the error of the lowest failed index.
     auto collect() {
-        std::unique_lock lock(mutex_);
-        cv_.wait(lock, [&] { return left_ == 0; });
+        {
+            std::unique_lock lock(mutex_);
+            cv_.wait(lock, [&] { return left_.load(std::memory_order_acquire) == 0; });
+        }
         for (auto& e : errors_) {
             if (e) std::rethrow_exception(e);
         }
@@ -114,14 +114,29 @@ public:
 
 private:
     void done() {
-        std::lock_guard lock(mutex_);
-        if (--left_ == 0) cv_.notify_all();
+        if (left_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            std::lock_guard lock(mutex_);
+            cv_.notify_all();
+        }
     }
     std::mutex mutex_;
     std::condition_variable cv_;
     std::vector<std::conditional_t<std::is_void_v<R>, std::optional<char>, std::optional<R>>> results_;
     std::vector<std::exception_ptr> errors_;
-    std::size_t left_;
+    std::atomic<std::size_t> left_;
+};
+
+/// A job's items: their encoded arguments back to back, and where each one starts.
+struct JobItems {
+    std::string args;
+    std::vector<std::size_t> offsets{0};  // items + 1
+    template <auto Fn, class... A>
+    void add(const A&... a) {
+        Task<Fn>::append_args(args, a...);
+        offsets.push_back(args.size());
+    }
+    std::size_t size() const noexcept { return offsets.size() - 1; }
+    bool empty() const noexcept { return size() == 0; }
 };
 
 }  // namespace detail
@@ -141,8 +156,8 @@ public:
     auto submit(const Task<Fn>& task, const A&... args) {
         using R = typename Task<Fn>::Result;
         auto state = std::make_shared<detail::FutureState<R>>(task.name());
-        std::vector<std::string> items;
-        items.push_back(Task<Fn>::encode_args(args...));
+        detail::JobItems items;
+        items.add<Fn>(args...);
         enqueue(task.name(), std::move(items), state, 1);
         return Future<R>(std::move(state));
     }
@@ -151,17 +166,18 @@ public:
     /// as CPython's Pool.map. Throws the error of the first failed item.
     template <auto Fn, class Range>
     auto map(const Task<Fn>& task, const Range& range, std::size_t chunksize = 0) {
-        std::vector<std::string> items;
-        for (const auto& x : range) items.push_back(Task<Fn>::encode_args(x));
+        detail::JobItems items;
+        if constexpr (std::ranges::sized_range<Range>) items.offsets.reserve(std::ranges::size(range) + 1);
+        for (const auto& x : range) items.add<Fn>(x);
         return run_job<Fn>(task, std::move(items), chunksize);
     }
 
     /// task(args...) for every tuple of arguments, results in input order.
     template <auto Fn, class Range>
     auto starmap(const Task<Fn>& task, const Range& range, std::size_t chunksize = 0) {
-        std::vector<std::string> items;
+        detail::JobItems items;
         for (const auto& t : range) {
-            items.push_back(std::apply([](const auto&... a) { return Task<Fn>::encode_args(a...); }, t));
+            std::apply([&](const auto&... a) { items.add<Fn>(a...); }, t);
         }
         return run_job<Fn>(task, std::move(items), chunksize);
     }
@@ -172,10 +188,8 @@ public:
     template <auto Fn, class... A>
     void for_each_index(const Task<Fn>& task, std::size_t n, std::size_t grain, const A&... leading) {
         if (grain == 0) grain = std::max<std::size_t>(1, n / (4 * size()));
-        std::vector<std::string> items;
-        for (std::size_t b = 0; b < n; b += grain) {
-            items.push_back(Task<Fn>::encode_args(leading..., b, std::min(n, b + grain)));
-        }
+        detail::JobItems items;
+        for (std::size_t b = 0; b < n; b += grain) items.add<Fn>(leading..., b, std::min(n, b + grain));
         run_job<Fn>(task, std::move(items), 1);
     }
 
@@ -194,14 +208,14 @@ public:
 
 private:
     template <auto Fn>
-    auto run_job(const Task<Fn>& task, std::vector<std::string> items, std::size_t chunksize) {
+    auto run_job(const Task<Fn>& task, detail::JobItems items, std::size_t chunksize) {
         using R = typename Task<Fn>::Result;
         auto state = std::make_shared<detail::MapState<R>>(items.size());
         if (chunksize == 0) chunksize = std::max<std::size_t>(1, (items.size() + 4 * size() - 1) / (4 * size()));
         if (!items.empty()) enqueue(task.name(), std::move(items), state, chunksize);
         return state->collect();
     }
-    void enqueue(const std::string& task, std::vector<std::string> items, std::shared_ptr<detail::ResultSink> sink,
+    void enqueue(const std::string& task, detail::JobItems items, std::shared_ptr<detail::ResultSink> sink,
                  std::size_t chunksize);
 
     struct Impl;

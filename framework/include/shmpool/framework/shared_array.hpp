@@ -5,7 +5,12 @@
 // process the block's tracked owner, so the block is removed if it dies.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstddef>
+#include <cstdint>
+#include <map>
+#include <mutex>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -48,7 +53,29 @@ public:
     SharedMemory& shm() noexcept { return shm_; }
     void unlink() const { shm_.unlink(); }
 
+    /// This process's long-lived attachment of block `name`: attached on first use, then kept,
+    /// so a worker maps a big array once instead of once per task (and faults its pages once).
+    /// A block unlinked and re-created under the same name is noticed (by inode) and re-attached.
+    /// The reference stays valid until the next call for the same name finds a new block.
+    static SharedArray& cached(std::string_view name) {
+        static std::mutex mutex;
+        static std::map<std::string, std::pair<std::uint64_t, SharedArray>, std::less<>> cache;
+        std::uint64_t inode = block_inode(name);
+        std::lock_guard lock(mutex);
+        auto it = cache.find(name);
+        if (it == cache.end() || it->second.first != inode) {
+            it = cache.insert_or_assign(std::string(name), std::make_pair(inode, attach(name))).first;
+        }
+        return it->second.second;
+    }
+
 private:
+    static std::uint64_t block_inode(std::string_view name) {
+        struct ::stat st {};
+        std::string path = "/dev/shm/" + std::string(name.starts_with('/') ? name.substr(1) : name);
+        return ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
+    }
+
     explicit SharedArray(SharedMemory shm) : shm_(std::move(shm)) {}
     SharedMemory shm_;
 };

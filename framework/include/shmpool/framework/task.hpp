@@ -64,17 +64,15 @@ public:
     explicit Task(std::string name) : name_(std::move(name)) { detail::register_task(name_, &detail::invoke<Fn>); }
     const std::string& name() const noexcept { return name_; }
 
-    /// Encodes a call's arguments as the worker will decode them.
+    /// Appends a call's arguments, encoded as the worker will decode them, to `out`.
     template <class... A>
-    static std::string encode_args(const A&... args) {
+    static void append_args(std::string& out, const A&... args) {
         static_assert(sizeof...(A) == std::tuple_size_v<Arguments>, "wrong number of task arguments");
-        std::string out;
         Writer w(out);
         [&]<std::size_t... I>(std::index_sequence<I...>) {
             (Codec<std::tuple_element_t<I, Arguments>>::encode(w, static_cast<std::tuple_element_t<I, Arguments>>(args)),
              ...);
         }(std::index_sequence_for<A...>{});
-        return out;
     }
 
 private:

@@ -1,0 +1,153 @@
+// Benchmarks of the worker pool against its floors: a raw futex ping-pong between two processes
+// (sleeping and spinning), and tbb::parallel_for in-process. CPython's Pool is timed by
+// cpython_pool.py in the same `make bench` run; run_benchmarks.py prints the ratios.
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+#include <tbb/global_control.h>
+#include <tbb/parallel_for.h>
+
+#include "shmpool/framework/pool.hpp"
+#include "shmpool/framework/shared_array.hpp"
+
+namespace {
+
+int nothing(int x) { return x; }
+SHMPOOL_TASK(nothing_task, nothing);
+
+// A memory-bound kernel: a[i] = a[i] * 1.0001 + 1 over a range of a shared float64 array.
+void scale(std::string array, std::size_t begin, std::size_t end) {
+    auto& a = shmpool::SharedArray<double>::cached(array);
+    double* p = a.data();
+    for (std::size_t i = begin; i < end; ++i) p[i] = p[i] * 1.0001 + 1.0;
+}
+SHMPOOL_TASK(scale_task, scale);
+
+constexpr std::size_t gib_doubles = (std::size_t{1} << 30) / sizeof(double);
+
+void pin(pid_t pid, int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    ::sched_setaffinity(pid, sizeof set, &set);
+}
+
+void pool_submit_get(benchmark::State& state) {
+    shmpool::Pool pool({.workers = 1});
+    for (auto _ : state) benchmark::DoNotOptimize(pool.submit(nothing_task, 1).get());
+}
+
+void pool_map_chunksize_1(benchmark::State& state) {
+    shmpool::Pool pool({.workers = 2});
+    std::vector<int> items(20000);
+    for (auto _ : state) benchmark::DoNotOptimize(pool.map(nothing_task, items, 1));
+    state.SetItemsProcessed(state.iterations() * static_cast<long>(items.size()));
+}
+
+void pool_map_default_chunks(benchmark::State& state) {
+    shmpool::Pool pool({.workers = 2});
+    std::vector<int> items(1000000);
+    for (auto _ : state) benchmark::DoNotOptimize(pool.map(nothing_task, items));
+    state.SetItemsProcessed(state.iterations() * static_cast<long>(items.size()));
+}
+
+void pool_for_each_index_1gib(benchmark::State& state) {
+    auto array = shmpool::SharedArray<double>::create(gib_doubles);
+    shmpool::Pool pool({.workers = 2});
+    pool.for_each_index(scale_task, array.size(), array.size() / 64, array.name());  // warm the pages
+    for (auto _ : state) pool.for_each_index(scale_task, array.size(), array.size() / 64, array.name());
+    state.SetBytesProcessed(state.iterations() * static_cast<long>(array.size() * sizeof(double)) * 2);
+    array.unlink();
+}
+
+void tbb_parallel_for_1gib(benchmark::State& state) {
+    auto array = shmpool::SharedArray<double>::create(gib_doubles);
+    tbb::global_control threads(tbb::global_control::max_allowed_parallelism, 2);
+    double* p = array.data();
+    auto body = [p](const tbb::blocked_range<std::size_t>& r) {
+        for (std::size_t i = r.begin(); i < r.end(); ++i) p[i] = p[i] * 1.0001 + 1.0;
+    };
+    tbb::parallel_for(tbb::blocked_range<std::size_t>(0, array.size(), array.size() / 64), body);
+    for (auto _ : state) {
+        tbb::parallel_for(tbb::blocked_range<std::size_t>(0, array.size(), array.size() / 64), body);
+    }
+    state.SetBytesProcessed(state.iterations() * static_cast<long>(array.size() * sizeof(double)) * 2);
+    array.unlink();
+}
+
+void pool_startup_2_workers(benchmark::State& state) {
+    for (auto _ : state) {
+        shmpool::Pool pool({.workers = 2});
+        benchmark::DoNotOptimize(pool.size());
+    }
+}
+
+// The floor: one round trip between two processes over futexes in shared memory.
+// range(0): 0 = both sleep (futex wait/wake each way), 1 = both spin; range(1): 1 = same core.
+void raw_futex_ping_pong(benchmark::State& state) {
+    const bool spin = state.range(0) == 1;
+    const bool same_core = state.range(1) == 1;
+    auto* words = static_cast<std::atomic<std::uint32_t>*>(
+        ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    auto* ping = &words[0];
+    auto* pong = &words[16];
+    auto wait = [spin](std::atomic<std::uint32_t>* w, std::uint32_t old) {
+        while (w->load(std::memory_order_acquire) == old) {
+            if (!spin) ::syscall(SYS_futex, w, FUTEX_WAIT, old, nullptr, nullptr, 0);
+        }
+    };
+    auto wake = [spin](std::atomic<std::uint32_t>* w) {
+        w->fetch_add(1, std::memory_order_release);
+        if (!spin) ::syscall(SYS_futex, w, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+    };
+    pin(0, 0);
+    pid_t child = ::fork();
+    if (child == 0) {
+        pin(0, same_core ? 0 : 1);
+        for (std::uint32_t seen = 0;; ++seen) {
+            wait(ping, seen);
+            if (ping->load() == UINT32_MAX) ::_exit(0);
+            wake(pong);
+        }
+    }
+    std::uint32_t seen = 0;
+    for (auto _ : state) {
+        wake(ping);
+        wait(pong, seen++);
+    }
+    ping->store(UINT32_MAX);
+    ::syscall(SYS_futex, ping, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+    ::waitpid(child, nullptr, 0);
+    ::munmap(words, 4096);
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    for (int c = 0; c < CPU_SETSIZE; ++c) CPU_SET(c, &all);
+    ::sched_setaffinity(0, sizeof all, &all);
+}
+
+}  // namespace
+
+BENCHMARK(pool_submit_get)->UseRealTime();
+BENCHMARK(raw_futex_ping_pong)->Args({0, 0})->Args({0, 1})->Args({1, 0})->UseRealTime();
+BENCHMARK(pool_map_chunksize_1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(pool_map_default_chunks)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(pool_for_each_index_1gib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
+BENCHMARK(tbb_parallel_for_1gib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
+BENCHMARK(pool_startup_2_workers)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+int main(int argc, char** argv) {
+    shmpool::init(argc, argv);
+    ::benchmark::Initialize(&argc, argv);
+    ::benchmark::RunSpecifiedBenchmarks();
+    ::benchmark::Shutdown();
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""CPython's side of the pool benchmarks, in ns (JSON): apply_async round trip, Pool.map with
+chunksize 1 and with default chunking (per item), and Pool(2) start-up with the spawn method."""
+import json
+import multiprocessing as mp
+import sys
+import time
+
+
+def nothing(x):
+    return x
+
+
+def per_call(fn, number, repeat=3):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn(number)
+        best = min(best, time.perf_counter() - t)
+    return best / number * 1e9
+
+
+def main():
+    ctx = mp.get_context("spawn")
+    out = {}
+    with ctx.Pool(1) as pool:
+        pool.apply(nothing, (1,))
+        out["pool_submit_get"] = per_call(lambda n: [pool.apply_async(nothing, (1,)).get() for _ in range(n)], 2000)
+    with ctx.Pool(2) as pool:
+        items = list(range(20000))
+        out["pool_map_chunksize_1"] = per_call(lambda n: pool.map(nothing, items, chunksize=1), 1) / len(items)
+        items = list(range(1000000))
+        out["pool_map_default_chunks"] = per_call(lambda n: pool.map(nothing, items), 1) / len(items)
+
+    def start(n):
+        for _ in range(n):
+            with ctx.Pool(2) as pool:
+                pool.apply(nothing, (1,))  # ready: a task has run
+
+    out["pool_startup_2_workers"] = per_call(start, 3, repeat=1)
+    json.dump({"python": sys.version.split()[0], "ns_per_op": out}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
