@@ -19,6 +19,7 @@ def run_gbench(binary):
     for b in json.loads(out)["benchmarks"]:
         name = b["name"].replace("item:0", "int").replace("item:1", "float").replace("item:2", "bool")
         name = name.replace("item:3", "none").replace("item:4", "str").replace("item:5", "bytes")
+        name = name.replace("/real_time", "")
         unit = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}[b["time_unit"]]
         results[name] = b["real_time"] * unit
     return results
@@ -81,8 +82,36 @@ def main():
     row("RobustMutex lock+unlock (vs bare robust pshared mutex)", "robust_mutex_lock_unlock_vs_robust",
         "pthread_robust_mutex_lock_unlock")
 
-    header = ["operation", "shmpool", f"CPython {py['python']}", "raw syscalls", "CPython / shmpool",
-              "shmpool / raw", "target"]
+    # --- the worker pool ---
+    pool = run_gbench(os.path.join(args.build, "bin", "shmpool_bench_pool"))
+    pyp = json.loads(subprocess.run([args.python, os.path.join(HERE, "cpython_pool.py")], check=True,
+                                    capture_output=True, text=True).stdout)["ns_per_op"]
+    per_item = {"pool_map_chunksize_1": 20000, "pool_map_default_chunks": 1000000}
+    for key, n in per_item.items():
+        pool[key] = pool[key] / n
+    ours.update(pool)
+    cp.update(pyp)
+    ours["raw_futex_ping_pong_sleep_other_core"] = pool["raw_futex_ping_pong/0/0"]
+    ours["raw_futex_ping_pong_sleep_same_core"] = pool["raw_futex_ping_pong/0/1"]
+    ours["raw_futex_ping_pong_spin_other_core"] = pool["raw_futex_ping_pong/1/0"]
+    row("Pool submit→get, empty task (1 worker)", "pool_submit_get", "raw_futex_ping_pong_sleep_other_core",
+        target=lambda o, c, r: (o <= 2000, f"{o / 1000:.1f} µs (≤ 2 µs awake); {c / o:.0f}x CPython apply_async"))
+    row("  floor: raw futex ping-pong, sleeping, other core", "raw_futex_ping_pong_sleep_other_core")
+    row("  floor: raw futex ping-pong, sleeping, same core", "raw_futex_ping_pong_sleep_same_core")
+    row("  floor: raw spin ping-pong, other core", "raw_futex_ping_pong_spin_other_core")
+    row("Pool map, chunksize 1, per item", "pool_map_chunksize_1",
+        target=lambda o, c, r: (o <= 1000 and c / o >= 18, f"{o:.0f} ns (≤ 1 µs), {c / o:.1f}x CPython (≥ 18x)"))
+    row("Pool map, default chunks, per item", "pool_map_default_chunks",
+        target=lambda o, c, r: (o <= 10 and c / o >= 10, f"{o:.0f} ns (≤ 10 ns), {c / o:.1f}x CPython (≥ 10x)"))
+    ours["tbb_floor"] = pool["tbb_parallel_for_1gib/iterations:5"]
+    row("for_each_index, 1 GiB float64, 2 workers (vs tbb::parallel_for, 2 threads)",
+        "pool_for_each_index_1gib/iterations:5", "tbb_floor",
+        target=lambda o, c, r: (r / o >= 0.9, f"{100 * r / o:.0f}% of TBB (≥ 90%)"))
+    row("Pool start-up + shutdown, 2 workers", "pool_startup_2_workers",
+        target=lambda o, c, r: (o <= 2e6, f"{o / 1e6:.1f} ms (≤ 2 ms); CPython spawn {c / 1e6:.0f} ms"))
+
+    header = ["operation", "shmpool", f"CPython {py['python']}", "raw / floor", "CPython / shmpool",
+              "shmpool / floor", "target"]
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
     print(line(header))
