@@ -1,11 +1,14 @@
 // Benchmarks of the worker pool against its floors: a raw futex ping-pong between two processes
 // (sleeping and spinning), and tbb::parallel_for in-process. CPython's Pool is timed by
 // cpython_pool.py in the same `make bench` run; run_benchmarks.py prints the ratios.
+#include <benchmark/benchmark.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <tbb/global_control.h>
+#include <tbb/parallel_for.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,23 +16,22 @@
 #include <numeric>
 #include <vector>
 
-#include <benchmark/benchmark.h>
-#include <tbb/global_control.h>
-#include <tbb/parallel_for.h>
-
 #include "shmpool/framework/pool.hpp"
 #include "shmpool/framework/shared_array.hpp"
 
 namespace {
 
-int nothing(int x) { return x; }
+int nothing(int x) {
+    return x;
+}
 SHMPOOL_TASK(nothing_task, nothing);
 
 // A memory-bound kernel: a[i] = a[i] * 1.0001 + 1 over a range of a shared float64 array.
 void scale(std::string array, std::size_t begin, std::size_t end) {
     auto& a = shmpool::SharedArray<double>::cached(array);
     double* p = a.data();
-    for (std::size_t i = begin; i < end; ++i) p[i] = p[i] * 1.0001 + 1.0;
+    for (std::size_t i = begin; i < end; ++i)
+        p[i] = p[i] * 1.0001 + 1.0;
 }
 SHMPOOL_TASK(scale_task, scale);
 
@@ -44,29 +46,35 @@ void pin(pid_t pid, int cpu) {
 
 void pool_submit_get(benchmark::State& state) {
     shmpool::Pool pool({.workers = 1});
-    for (auto _ : state) benchmark::DoNotOptimize(pool.submit(nothing_task, 1).get());
+    for (auto _ : state)
+        benchmark::DoNotOptimize(pool.submit(nothing_task, 1).get());
 }
 
 void pool_map_chunksize_1(benchmark::State& state) {
     shmpool::Pool pool({.workers = 2});
     std::vector<int> items(20000);
-    for (auto _ : state) benchmark::DoNotOptimize(pool.map(nothing_task, items, 1));
+    for (auto _ : state)
+        benchmark::DoNotOptimize(pool.map(nothing_task, items, 1));
     state.SetItemsProcessed(state.iterations() * static_cast<long>(items.size()));
 }
 
 void pool_map_default_chunks(benchmark::State& state) {
     shmpool::Pool pool({.workers = 2});
     std::vector<int> items(1000000);
-    for (auto _ : state) benchmark::DoNotOptimize(pool.map(nothing_task, items));
+    for (auto _ : state)
+        benchmark::DoNotOptimize(pool.map(nothing_task, items));
     state.SetItemsProcessed(state.iterations() * static_cast<long>(items.size()));
 }
 
 void pool_for_each_index_1gib(benchmark::State& state) {
     auto array = shmpool::SharedArray<double>::create(gib_doubles);
     shmpool::Pool pool({.workers = 2});
-    pool.for_each_index(scale_task, array.size(), array.size() / 64, array.name());  // warm the pages
-    for (auto _ : state) pool.for_each_index(scale_task, array.size(), array.size() / 64, array.name());
-    state.SetBytesProcessed(state.iterations() * static_cast<long>(array.size() * sizeof(double)) * 2);
+    pool.for_each_index(scale_task, array.size(), array.size() / 64,
+                        array.name());  // warm the pages
+    for (auto _ : state)
+        pool.for_each_index(scale_task, array.size(), array.size() / 64, array.name());
+    state.SetBytesProcessed(state.iterations() * static_cast<long>(array.size() * sizeof(double)) *
+                            2);
     array.unlink();
 }
 
@@ -75,13 +83,16 @@ void tbb_parallel_for_1gib(benchmark::State& state) {
     tbb::global_control threads(tbb::global_control::max_allowed_parallelism, 2);
     double* p = array.data();
     auto body = [p](const tbb::blocked_range<std::size_t>& r) {
-        for (std::size_t i = r.begin(); i < r.end(); ++i) p[i] = p[i] * 1.0001 + 1.0;
+        for (std::size_t i = r.begin(); i < r.end(); ++i)
+            p[i] = p[i] * 1.0001 + 1.0;
     };
     tbb::parallel_for(tbb::blocked_range<std::size_t>(0, array.size(), array.size() / 64), body);
     for (auto _ : state) {
-        tbb::parallel_for(tbb::blocked_range<std::size_t>(0, array.size(), array.size() / 64), body);
+        tbb::parallel_for(tbb::blocked_range<std::size_t>(0, array.size(), array.size() / 64),
+                          body);
     }
-    state.SetBytesProcessed(state.iterations() * static_cast<long>(array.size() * sizeof(double)) * 2);
+    state.SetBytesProcessed(state.iterations() * static_cast<long>(array.size() * sizeof(double)) *
+                            2);
     array.unlink();
 }
 
@@ -131,7 +142,8 @@ void raw_futex_ping_pong(benchmark::State& state) {
     ::munmap(words, 4096);
     cpu_set_t all;
     CPU_ZERO(&all);
-    for (int c = 0; c < CPU_SETSIZE; ++c) CPU_SET(c, &all);
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+        CPU_SET(c, &all);
     ::sched_setaffinity(0, sizeof all, &all);
 }
 

@@ -8,7 +8,8 @@
 // Tasks are plain functions, registered under a name the workers know them by.
 long collatz_steps(long n) {
     long steps = 0;
-    for (; n != 1; ++steps) n = n % 2 ? 3 * n + 1 : n / 2;
+    for (; n != 1; ++steps)
+        n = n % 2 ? 3 * n + 1 : n / 2;
     return steps;
 }
 SHMPOOL_TASK(collatz_task, collatz_steps);
@@ -16,7 +17,8 @@ SHMPOOL_TASK(collatz_task, collatz_steps);
 // Big data stays in shared memory: the task gets the array's name and a range of indices.
 void halve(std::string array, std::size_t begin, std::size_t end) {
     auto& a = shmpool::SharedArray<double>::cached(array);  // attached once per worker
-    for (std::size_t i = begin; i < end; ++i) a[i] /= 2;
+    for (std::size_t i = begin; i < end; ++i)
+        a[i] /= 2;
 }
 SHMPOOL_TASK(halve_task, halve);
 
@@ -29,7 +31,8 @@ int main(int argc, char** argv) {
     fmt::print("steps: {}\n", fmt::join(steps, " "));           // steps: 111 118 178
 
     auto array = shmpool::SharedArray<double>::create(1'000'000);
-    for (auto& x : array) x = 1.0;
+    for (auto& x : array)
+        x = 1.0;
     pool.for_each_index(halve_task, array.size(), 0, array.name());
     fmt::print("array[0] = {}\n", array[0]);  // array[0] = 0.5
     array.unlink();

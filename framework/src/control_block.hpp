@@ -14,7 +14,13 @@
 
 namespace shmpool::detail {
 
-enum SlotState : std::uint32_t { slot_free = 0, slot_queued = 1, slot_running = 2, slot_done = 3, slot_shutdown = 4 };
+enum SlotState : std::uint32_t {
+    slot_free = 0,
+    slot_queued = 1,
+    slot_running = 2,
+    slot_done = 3,
+    slot_shutdown = 4
+};
 
 // Result records in a slot's response area: [u8 kind][u32 length][bytes].
 enum RecordKind : std::uint8_t { record_value = 0, record_error = 1 };
@@ -28,25 +34,31 @@ struct alignas(64) SlotHeader {
     std::atomic<std::int32_t> worker_pid;
     std::atomic<std::uint64_t> item_started_ns;  // CLOCK_MONOTONIC, shared by all processes
     std::atomic<std::uint64_t> chunk_id;
+    std::atomic<std::uint32_t>
+        init_failed;  // the initializer threw: its error is in the response area
 };
 
 struct alignas(64) ControlHeader {
     char magic[8];
     std::uint32_t workers;
     std::uint32_t slot_bytes;
-    std::atomic<std::uint32_t> parent_bell;      // bumped for the supervisor; its futex
+    std::atomic<std::uint32_t> parent_bell;  // bumped for the supervisor; its futex
     std::atomic<std::uint32_t> parent_sleeping;
     std::uint32_t timeouts;  // 1: workers stamp each item's start (a clock read per item)
+    char initializer[128];   // task run once by each worker before it takes work, or ""
 };
 
 static_assert(std::is_standard_layout_v<SlotHeader> && std::is_standard_layout_v<ControlHeader>,
               "shared between processes");
-static_assert(std::atomic<std::uint32_t>::is_always_lock_free && std::atomic<std::uint64_t>::is_always_lock_free,
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free &&
+                  std::atomic<std::uint64_t>::is_always_lock_free,
               "futex words and counters must be lock-free to be shared");
 
 constexpr char control_magic[8] = {'S', 'H', 'M', 'P', 'P', 'O', 'O', 'L'};
 
-constexpr std::size_t slot_stride(std::size_t slot_bytes) { return sizeof(SlotHeader) + 2 * slot_bytes; }
+constexpr std::size_t slot_stride(std::size_t slot_bytes) {
+    return sizeof(SlotHeader) + 2 * slot_bytes;
+}
 constexpr std::size_t control_size(std::size_t workers, std::size_t slot_bytes) {
     return sizeof(ControlHeader) + workers * slot_stride(slot_bytes);
 }
@@ -64,7 +76,8 @@ struct ControlView {
 };
 
 /// futex(2) on a shared word.
-long futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected, const struct timespec* timeout) noexcept;
+long futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                const struct timespec* timeout) noexcept;
 long futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept;
 std::uint64_t monotonic_ns() noexcept;
 

@@ -3,6 +3,7 @@
 // resolved item by item and the workers replaced.
 #include "shmpool/framework/pool.hpp"
 
+#include <fmt/format.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -12,14 +13,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <filesystem>
 #include <thread>
 #include <unordered_map>
-
-#include <fmt/format.h>
 
 #include "control_block.hpp"
 #include "shmpool/shm/shared_memory.hpp"
@@ -37,7 +37,8 @@ struct Job {
     std::string task;
     std::shared_ptr<detail::ResultSink> sink;
     detail::JobItems items;
-    std::unordered_map<std::size_t, int> attempts;  // items whose worker died; supervisor thread only
+    std::unordered_map<std::size_t, int>
+        attempts;  // items whose worker died; supervisor thread only
 };
 
 // A run of consecutive items of one job: the unit of dispatch.
@@ -56,7 +57,21 @@ struct Worker {
     bool sigkill_sent = false;
     std::uint64_t kill_deadline_ns = 0;
     std::optional<std::size_t> timed_out;  // position in the chunk of the item that ran too long
+    bool cancelled = false;                // killed for a hard cancel of its task
+    std::string recycling;                 // "tasks" or "memory" once told to retire
+    std::size_t items_run = 0;             // since it started
+    int startup_failures = 0;              // consecutive deaths before attaching
 };
+
+// Resident set size of a live process, in bytes (0 if unknown).
+std::size_t resident_bytes(pid_t pid) {
+    std::FILE* f = std::fopen(fmt::format("/proc/{}/statm", pid).c_str(), "r");
+    if (f == nullptr) return 0;
+    unsigned long size = 0, resident = 0;
+    int got = std::fscanf(f, "%lu %lu", &size, &resident);
+    std::fclose(f);
+    return got == 2 ? resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)) : 0;
+}
 
 constexpr int supervisor_spin_rounds = 4000;
 
@@ -69,6 +84,15 @@ std::exception_ptr task_error(const std::string& task, const std::string& payloa
     } catch (const std::exception& e) {
         return std::make_exception_ptr(TaskError(task, "unknown", e.what()));
     }
+}
+
+// The error a worker's initializer left in its slot, as a TaskError.
+std::exception_ptr initializer_error(const ControlView& view, unsigned w, const std::string& task) {
+    const std::byte* area = view.response(w);
+    std::uint32_t len = 0;
+    std::memcpy(&len, area + 1, 4);
+    if (len > view.header()->slot_bytes) len = 0;
+    return task_error(task, std::string(reinterpret_cast<const char*>(area + 5), len));
 }
 
 }  // namespace
@@ -98,34 +122,44 @@ struct Pool::Impl {
     std::thread watcher;
     std::thread supervisor;
 
-    std::atomic<std::size_t> done{0}, failed{0}, retries{0}, crashes{0}, respawns{0}, timeouts{0};
+    std::atomic<std::size_t> done{0}, failed{0}, retries{0}, crashes{0}, respawns{0}, timeouts{0},
+        cancelled{0}, recycled_tasks{0}, recycled_memory{0};
+    // Futures hold this to wake the supervisor for a hard cancel; nulled before the pool goes.
+    std::shared_ptr<std::atomic<Impl*>> self = std::make_shared<std::atomic<Impl*>>(this);
 
     void ring() {
         detail::ControlHeader* h = view.header();
         h->parent_bell.fetch_add(1, std::memory_order_seq_cst);
-        if (h->parent_sleeping.load(std::memory_order_seq_cst)) detail::futex_wake(&h->parent_bell, 1);
+        if (h->parent_sleeping.load(std::memory_order_seq_cst))
+            detail::futex_wake(&h->parent_bell, 1);
     }
 
     void spawn(unsigned w) {
         std::vector<std::string> env{"SHMPOOL_ROLE=worker", "SHMPOOL_POOL=" + block.name(),
                                      "SHMPOOL_WORKER=" + std::to_string(w)};
-        detail::WorkerProcess p(executable, env);
         Worker& wk = workers[w];
         SlotHeader* slot = view.slot(w);
+        // Reset before the launch: the new worker may attach (and publish its pid) at once.
         slot->completed.store(0);
         slot->item_started_ns.store(0);
-        slot->state.store(detail::slot_free, std::memory_order_release);
+        slot->init_failed.store(0);
+        slot->worker_pid.store(0);
+        slot->state.store(detail::slot_free, std::memory_order_seq_cst);
+        detail::WorkerProcess p(executable, env);
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = (static_cast<std::uint64_t>(w) << 32) | (wk.generation + 1);
         if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, p.pidfd(), &ev) != 0) {
-            throw std::system_error(errno, std::generic_category(), "epoll_ctl on a worker pidfd failed");
+            throw std::system_error(errno, std::generic_category(),
+                                    "epoll_ctl on a worker pidfd failed");
         }
         std::lock_guard lock(workers_mutex);
         wk.generation += 1;
         wk.process.emplace(std::move(p));
-        wk.kill_sent = wk.sigkill_sent = false;
+        wk.kill_sent = wk.sigkill_sent = wk.cancelled = false;
         wk.timed_out.reset();
+        wk.recycling.clear();
+        wk.items_run = 0;
     }
 
     void watch() {
@@ -136,53 +170,64 @@ struct Pool::Impl {
             if (k < 0) return;
             for (int i = 0; i < k; ++i) {
                 if (events[i].data.u64 == UINT64_MAX) return;  // stop_fd
-                {
-                    std::lock_guard lock(deaths_mutex);
-                    deaths.emplace_back(static_cast<unsigned>(events[i].data.u64 >> 32),
-                                        static_cast<unsigned>(events[i].data.u64 & 0xffffffffu));
-                }
-                // Level-triggered: stop reporting this pidfd; the supervisor reaps and closes it.
-                std::lock_guard lock(workers_mutex);
                 auto w = static_cast<unsigned>(events[i].data.u64 >> 32);
-                if (w < workers.size() && workers[w].process) {
-                    ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, workers[w].process->pidfd(), nullptr);
+                auto gen = static_cast<unsigned>(events[i].data.u64 & 0xffffffffu);
+                {
+                    // Level-triggered: stop reporting this pidfd. Done before the death is
+                    // reported, so the worker in slot w is still the one that died.
+                    std::lock_guard lock(workers_mutex);
+                    if (w < workers.size() && workers[w].process && workers[w].generation == gen) {
+                        ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, workers[w].process->pidfd(), nullptr);
+                    }
                 }
+                std::lock_guard lock(deaths_mutex);
+                deaths.emplace_back(w, gen);
             }
             ring();
         }
     }
 
-    // Delivers records [from, to) of worker w's chunk.
+    // Delivers records [from, to) of worker w's chunk. The statistics are updated first: whoever
+    // sees a result also sees it counted.
     void deliver(unsigned w, const Chunk& chunk, std::uint32_t from, std::uint32_t to) {
         const std::byte* area = view.response(w);
-        detail::ResultSink& sink = *chunk.job->sink;
+        struct Record {
+            std::uint8_t kind;
+            std::uint32_t len;
+            const char* bytes;
+        };
+        std::vector<Record> records;
+        records.reserve(to - from);
         std::uint32_t offset = 0;
         std::size_t ok = 0;
-        std::size_t bad = 0;
         for (std::uint32_t i = 0; i < to; ++i) {
-            auto kind = static_cast<std::uint8_t>(area[offset]);
-            std::uint32_t len = 0;
-            std::memcpy(&len, area + offset + 1, 4);
-            const char* bytes = reinterpret_cast<const char*>(area + offset + 5);
-            offset += 5 + len;
+            Record r{static_cast<std::uint8_t>(area[offset]), 0, nullptr};
+            std::memcpy(&r.len, area + offset + 1, 4);
+            r.bytes = reinterpret_cast<const char*>(area + offset + 5);
+            offset += 5 + r.len;
             if (i < from) continue;
-            const std::size_t index = chunk.begin + i;
+            ok += r.kind == detail::record_value;
+            records.push_back(r);
+        }
+        done += ok;
+        failed += records.size() - ok;
+        detail::ResultSink& sink = *chunk.job->sink;
+        for (std::size_t k = 0; k < records.size(); ++k) {
+            const Record& r = records[k];
+            const std::size_t index = chunk.begin + from + k;
             try {
-                if (kind == detail::record_value) {
-                    Reader r(bytes, len);
-                    sink.set_value(r, index);
-                    ++ok;
+                if (r.kind == detail::record_value) {
+                    Reader reader(r.bytes, r.len);
+                    sink.set_value(reader, index);
                 } else {
-                    ++bad;
-                    sink.set_error(task_error(chunk.job->task, std::string(bytes, len)), index);
+                    sink.set_error(task_error(chunk.job->task, std::string(r.bytes, r.len)), index);
                 }
             } catch (...) {  // a result that does not decode fails its item, never the pool
-                ++bad;
+                --done;
+                ++failed;
                 sink.set_error(std::current_exception(), index);
             }
         }
-        done += ok;
-        failed += bad;
     }
 
     void finish_items(std::size_t count) {
@@ -200,12 +245,25 @@ struct Pool::Impl {
         bool any = false;
         for (unsigned w = 0; w < n; ++w) {
             Worker& wk = workers[w];
-            if (!wk.chunk || view.slot(w)->state.load(std::memory_order_acquire) != detail::slot_done) continue;
+            if (!wk.chunk ||
+                view.slot(w)->state.load(std::memory_order_acquire) != detail::slot_done)
+                continue;
             Chunk chunk = std::move(*wk.chunk);
             wk.chunk.reset();
             deliver(w, chunk, 0, static_cast<std::uint32_t>(chunk.size()));
             view.slot(w)->item_started_ns.store(0);
-            view.slot(w)->state.store(detail::slot_free, std::memory_order_release);
+            wk.items_run += chunk.size();
+            // Recycling is decided between chunks: the worker finishes what it has, then retires.
+            if (options.max_tasks_per_worker && wk.items_run >= options.max_tasks_per_worker) {
+                wk.recycling = "tasks";
+            } else if (options.max_memory_per_worker && wk.process &&
+                       resident_bytes(wk.process->pid()) > options.max_memory_per_worker) {
+                wk.recycling = "memory";
+            }
+            view.slot(w)->state.store(
+                wk.recycling.empty() ? detail::slot_free : detail::slot_shutdown,
+                std::memory_order_seq_cst);
+            if (!wk.recycling.empty()) detail::futex_wake(&view.slot(w)->state, 1);
             finish_items(chunk.size());
             any = true;
         }
@@ -218,7 +276,8 @@ struct Pool::Impl {
         bool any = false;
         for (unsigned w = 0; w < n; ++w) {
             Worker& wk = workers[w];
-            if (wk.chunk || !wk.process || view.slot(w)->state.load(std::memory_order_acquire) != detail::slot_free) {
+            if (wk.chunk || !wk.process ||
+                view.slot(w)->state.load(std::memory_order_acquire) != detail::slot_free) {
                 continue;
             }
             Chunk chunk;
@@ -254,7 +313,8 @@ struct Pool::Impl {
                     if (!job.sink->cancelled(next)) {
                         ++failed;
                         job.sink->set_error(std::make_exception_ptr(std::length_error(fmt::format(
-                                                "task '{}' item {}: {} bytes of arguments exceed the pool's slot_bytes ({})",
+                                                "task '{}' item {}: {} bytes of arguments exceed "
+                                                "the pool's slot_bytes ({})",
                                                 job.task, next, len, capacity))),
                                             next);
                     }
@@ -282,7 +342,8 @@ struct Pool::Impl {
             slot->item_started_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
             wk.chunk = Chunk{chunk.job, first, next};
             slot->state.store(detail::slot_queued, std::memory_order_seq_cst);
-            if (slot->worker_sleeping.load(std::memory_order_seq_cst)) detail::futex_wake(&slot->state, 1);
+            if (slot->worker_sleeping.load(std::memory_order_seq_cst))
+                detail::futex_wake(&slot->state, 1);
         }
         return any;
     }
@@ -302,12 +363,27 @@ struct Pool::Impl {
                 std::lock_guard lock(workers_mutex);
                 wk.process.reset();
             }
+            // A worker that died before attaching (say, its initializer threw) is not replaced
+            // forever: after three in a row its slot stays empty.
+            bool attached = view.slot(w)->worker_pid.load() == pid;
+            wk.startup_failures = attached ? 0 : wk.startup_failures + 1;
+            std::exception_ptr init_error;
+            if (view.slot(w)->init_failed.load())
+                init_error = initializer_error(view, w, options.initializer.name);
             resolve(w, pid, status);
             bool respawn;
             {
                 std::lock_guard lock(queue_mutex);
                 respawn = !stopping || in_flight > 0;
                 respawn = respawn && !terminating;
+            }
+            if (respawn && wk.startup_failures >= 3) {
+                respawn = false;
+                fmt::print(
+                    stderr,
+                    "shmpool: worker {} failed to start three times in a row; not replacing it\n",
+                    w);
+                abandon_if_no_workers(init_error);
             }
             if (respawn) {
                 try {
@@ -325,7 +401,8 @@ struct Pool::Impl {
     void resolve(unsigned w, pid_t pid, const detail::ExitStatus& status) {
         Worker& wk = workers[w];
         SlotHeader* slot = view.slot(w);
-        WorkerEvent event{w, pid, status.signal, status.exit_code, {}, std::nullopt, status.peak_rss_kb, "shutdown"};
+        WorkerEvent event{w,  pid,          status.signal,      status.exit_code,
+                          {}, std::nullopt, status.peak_rss_kb, "shutdown"};
         bool terminating_now;
         {
             std::lock_guard lock(queue_mutex);
@@ -339,7 +416,8 @@ struct Pool::Impl {
             event.task = job.task;
             event.reason = "crashed";
             auto state = slot->state.load(std::memory_order_acquire);
-            std::uint32_t completed = state == detail::slot_queued ? 0 : slot->completed.load(std::memory_order_acquire);
+            std::uint32_t completed =
+                state == detail::slot_queued ? 0 : slot->completed.load(std::memory_order_acquire);
             deliver(w, chunk, 0, completed);
             std::size_t settled = completed;
             std::optional<Chunk> retry;
@@ -353,12 +431,18 @@ struct Pool::Impl {
                     fail(chunk, completed, std::make_exception_ptr(PoolClosed()));
                     event.reason = "shutdown";
                     ++settled;
+                } else if (wk.cancelled) {
+                    ++cancelled;
+                    event.reason = "cancelled";
+                    fail(chunk, completed, std::make_exception_ptr(TaskCancelled(job.task)));
+                    ++settled;
                 } else if (wk.timed_out) {
                     ++timeouts;
                     event.reason = "timeout";
                     fail(chunk, completed,
-                         std::make_exception_ptr(TaskTimeout(job.task, index,
-                                                             std::chrono::duration<double>(options.task_timeout).count())));
+                         std::make_exception_ptr(TaskTimeout(
+                             job.task, index,
+                             std::chrono::duration<double>(options.task_timeout).count())));
                     ++settled;
                 } else {
                     ++crashes;
@@ -368,8 +452,8 @@ struct Pool::Impl {
                         retry = Chunk{chunk.job, index, index + 1};
                     } else {
                         fail(chunk, completed,
-                             std::make_exception_ptr(WorkerCrashed(job.task, index, pid, status.signal,
-                                                                   status.exit_code, attempts)));
+                             std::make_exception_ptr(WorkerCrashed(
+                                 job.task, index, pid, status.signal, status.exit_code, attempts)));
                         ++settled;
                     }
                 }
@@ -380,7 +464,8 @@ struct Pool::Impl {
             if (terminating) {
                 std::size_t n_failed = 0;
                 auto fail_range = [&](std::size_t b, std::size_t e) {
-                    for (std::size_t i = b; i < e; ++i) job.sink->set_error(std::make_exception_ptr(PoolClosed()), i);
+                    for (std::size_t i = b; i < e; ++i)
+                        job.sink->set_error(std::make_exception_ptr(PoolClosed()), i);
                     n_failed += e - b;
                 };
                 if (retry) fail_range(retry->begin, retry->end);
@@ -392,18 +477,55 @@ struct Pool::Impl {
                 if (retry) queue.push_front(*retry);
             }
         }
+        if (!wk.chunk && !wk.recycling.empty() && !event.item) {
+            event.reason = "recycled";
+            ++(wk.recycling == "tasks" ? recycled_tasks : recycled_memory);
+        }
         slot->state.store(detail::slot_free, std::memory_order_release);
         slot->completed.store(0);
         slot->item_started_ns.store(0);
-        if (options.on_worker_exit && event.reason != "shutdown") options.on_worker_exit(event);
+        if (options.on_worker_exit && event.reason != "shutdown" && event.reason != "recycled") {
+            options.on_worker_exit(event);
+        }
+    }
+
+    // With no worker left (and none coming back), queued work can only fail.
+    void abandon_if_no_workers(std::exception_ptr why) {
+        for (const auto& wk : workers) {
+            if (wk.process) return;
+        }
+        if (!why)
+            why = std::make_exception_ptr(std::runtime_error("no pool worker could be started"));
+        std::lock_guard lock(queue_mutex);
+        for (auto& c : queue) {
+            for (std::size_t i = c.begin; i < c.end; ++i)
+                c.job->sink->set_error(why, i);
+            in_flight -= c.size();
+        }
+        queue.clear();
+        if (in_flight == 0) idle.notify_all();
+    }
+
+    // Kills the workers of tasks cancelled hard.
+    void check_cancels() {
+        for (unsigned w = 0; w < n; ++w) {
+            Worker& wk = workers[w];
+            if (wk.chunk && wk.process && !wk.cancelled && wk.chunk->job->sink->kill_requested() &&
+                view.slot(w)->state.load() != detail::slot_done) {
+                wk.cancelled = true;
+                wk.process->signal(SIGKILL);
+            }
+        }
     }
 
     // Kills the workers of items past their timeout (SIGTERM, then SIGKILL); returns the next
     // instant something is due, or 0.
     std::uint64_t check_timeouts() {
         if (options.task_timeout.count() <= 0) return 0;
-        const std::uint64_t timeout = static_cast<std::uint64_t>(std::chrono::nanoseconds(options.task_timeout).count());
-        const std::uint64_t grace = static_cast<std::uint64_t>(std::chrono::nanoseconds(options.kill_grace).count());
+        const std::uint64_t timeout =
+            static_cast<std::uint64_t>(std::chrono::nanoseconds(options.task_timeout).count());
+        const std::uint64_t grace =
+            static_cast<std::uint64_t>(std::chrono::nanoseconds(options.kill_grace).count());
         std::uint64_t now = detail::monotonic_ns();
         std::uint64_t next = 0;
         auto due = [&](std::uint64_t t) { next = next == 0 ? t : std::min(next, t); };
@@ -411,7 +533,9 @@ struct Pool::Impl {
             Worker& wk = workers[w];
             SlotHeader* slot = view.slot(w);
             auto state = slot->state.load();
-            if (!wk.chunk || !wk.process || (state != detail::slot_running && state != detail::slot_queued)) continue;
+            if (!wk.chunk || !wk.process ||
+                (state != detail::slot_running && state != detail::slot_queued))
+                continue;
             if (wk.kill_sent) {
                 if (!wk.sigkill_sent && now >= wk.kill_deadline_ns) {
                     wk.process->signal(SIGKILL);
@@ -466,11 +590,14 @@ struct Pool::Impl {
             bool progress = handle_deaths();
             progress |= harvest();
             progress |= dispatch();
+            check_cancels();
             std::uint64_t next = check_timeouts();
             begin_shutdown_if_idle();
             if (finished_stopping()) return;
             if (progress) continue;
-            for (int i = 0; i < supervisor_spin_rounds && h->parent_bell.load(std::memory_order_acquire) == seen; ++i) {
+            for (int i = 0; i < supervisor_spin_rounds &&
+                            h->parent_bell.load(std::memory_order_acquire) == seen;
+                 ++i) {
                 __builtin_ia32_pause();
             }
             if (h->parent_bell.load(std::memory_order_acquire) != seen) continue;
@@ -479,19 +606,24 @@ struct Pool::Impl {
             if (next != 0) {
                 std::uint64_t now = detail::monotonic_ns();
                 std::uint64_t wait = next > now ? next - now : 0;
-                ts = {static_cast<time_t>(wait / 1'000'000'000u), static_cast<long>(wait % 1'000'000'000u)};
+                ts = {static_cast<time_t>(wait / 1'000'000'000u),
+                      static_cast<long>(wait % 1'000'000'000u)};
                 timeout = &ts;
             }
             h->parent_sleeping.store(1, std::memory_order_seq_cst);
-            if (h->parent_bell.load(std::memory_order_seq_cst) == seen) detail::futex_wait(&h->parent_bell, seen, timeout);
+            if (h->parent_bell.load(std::memory_order_seq_cst) == seen)
+                detail::futex_wait(&h->parent_bell, seen, timeout);
             h->parent_sleeping.store(0, std::memory_order_seq_cst);
         }
     }
 };
 
 Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
-    if (const char* role = std::getenv("SHMPOOL_ROLE"); role && std::string_view(role) == "worker") {
-        throw std::logic_error("a pool worker tried to create a Pool: call shmpool::init(argc, argv) at the top of main()");
+    if (const char* role = std::getenv("SHMPOOL_ROLE");
+        role && std::string_view(role) == "worker") {
+        throw std::logic_error(
+            "a pool worker tried to create a Pool: call shmpool::init(argc, argv) at the top of "
+            "main()");
     }
     Impl& m = *impl_;
     m.options = std::move(options);
@@ -499,8 +631,9 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
     if (m.options.slot_bytes < 4096 || m.options.slot_bytes > (std::size_t{1} << 30)) {
         throw std::invalid_argument("PoolOptions::slot_bytes must be between 4 KiB and 1 GiB");
     }
-    m.executable = m.options.worker_executable.empty() ? std::filesystem::read_symlink("/proc/self/exe").string()
-                                                       : m.options.worker_executable;
+    m.executable = m.options.worker_executable.empty()
+                       ? std::filesystem::read_symlink("/proc/self/exe").string()
+                       : m.options.worker_executable;
     // The control block is owned by this process: if it dies, its tracker removes the block.
     Tracker::ensure();
     m.block = SharedMemory::create(detail::control_size(m.n, m.options.slot_bytes));
@@ -509,6 +642,11 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
     h->workers = m.n;
     h->slot_bytes = static_cast<std::uint32_t>(m.options.slot_bytes);
     h->timeouts = m.options.task_timeout.count() > 0 ? 1 : 0;
+    if (m.options.initializer.name.size() >= sizeof h->initializer) {
+        throw std::invalid_argument("PoolOptions::initializer: the task name is too long");
+    }
+    std::memcpy(h->initializer, m.options.initializer.name.data(),
+                m.options.initializer.name.size());
     std::memcpy(h->magic, detail::control_magic, 8);
     m.workers.resize(m.n);
     m.epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
@@ -518,7 +656,8 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
     ev.data.u64 = UINT64_MAX;
     ::epoll_ctl(m.epoll_fd, EPOLL_CTL_ADD, m.stop_fd, &ev);
     try {
-        for (unsigned w = 0; w < m.n; ++w) m.spawn(w);
+        for (unsigned w = 0; w < m.n; ++w)
+            m.spawn(w);
     } catch (...) {
         m.workers.clear();
         ::close(m.epoll_fd);
@@ -534,7 +673,8 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
         std::uint32_t seen = h->parent_bell.load();
         bool ready = true;
         for (unsigned w = 0; w < m.n; ++w) {
-            ready &= m.view.slot(w)->worker_pid.load(std::memory_order_acquire) == m.workers[w].process->pid();
+            ready &= m.view.slot(w)->worker_pid.load(std::memory_order_acquire) ==
+                     m.workers[w].process->pid();
         }
         bool died;
         {
@@ -546,13 +686,19 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
             std::string why = "did not start within 30 s";
             if (died) {
                 unsigned w = m.deaths.front().first;
+                if (m.view.slot(w)->init_failed.load()) {
+                    std::exception_ptr e = initializer_error(m.view, w, m.options.initializer.name);
+                    terminate();
+                    std::rethrow_exception(e);  // the initializer's own error, once
+                }
                 detail::ExitStatus s = m.workers[w].process->reap();
                 why = s.signal ? fmt::format("was killed by signal {} during start-up", s.signal)
                                : fmt::format("exited with status {} during start-up", s.exit_code);
             }
             terminate();
-            throw std::runtime_error(fmt::format("pool worker ({}) {}; does its main() call shmpool::init(argc, argv)?",
-                                                 m.executable, why));
+            throw std::runtime_error(
+                fmt::format("pool worker ({}) {}; does its main() call shmpool::init(argc, argv)?",
+                            m.executable, why));
         }
         h->parent_sleeping.store(1, std::memory_order_seq_cst);
         timespec ts{0, 50'000'000};  // bounded: the deadline above is checked between waits
@@ -572,18 +718,25 @@ Pool::~Pool() {
     }
 }
 
-void Pool::enqueue(const std::string& task, detail::JobItems items, std::shared_ptr<detail::ResultSink> sink,
-                   std::size_t chunksize) {
+void Pool::enqueue(const std::string& task, detail::JobItems items,
+                   std::shared_ptr<detail::ResultSink> sink, std::size_t chunksize) {
     Impl& m = *impl_;
     const std::size_t count = items.size();
     auto job = std::make_shared<Job>(Job{task, std::move(sink), std::move(items), {}});
     {
         std::lock_guard lock(m.queue_mutex);
         if (m.closed) throw PoolClosed();
-        for (std::size_t i = 0; i < count; i += chunksize) m.queue.push_back(Chunk{job, i, std::min(count, i + chunksize)});
+        for (std::size_t i = 0; i < count; i += chunksize)
+            m.queue.push_back(Chunk{job, i, std::min(count, i + chunksize)});
         m.in_flight += count;
     }
     m.ring();
+}
+
+std::function<void()> Pool::wake_function() {
+    return [self = impl_->self] {
+        if (Impl* m = self->load()) m->ring();
+    };
 }
 
 void Pool::close() {
@@ -594,6 +747,7 @@ void Pool::close() {
 void Pool::join() {
     Impl& m = *impl_;
     if (m.joined) return;
+    m.self->store(nullptr);
     {
         std::unique_lock lock(m.queue_mutex);
         m.closed = true;
@@ -628,7 +782,8 @@ void Pool::terminate() {
         m.closed = m.stopping = m.terminating = true;
         dropped.swap(m.queue);
         for (auto& c : dropped) {
-            for (std::size_t i = c.begin; i < c.end; ++i) c.job->sink->set_error(std::make_exception_ptr(PoolClosed()), i);
+            for (std::size_t i = c.begin; i < c.end; ++i)
+                c.job->sink->set_error(std::make_exception_ptr(PoolClosed()), i);
             m.in_flight -= c.size();
         }
         if (m.in_flight == 0) m.idle.notify_all();
@@ -661,20 +816,27 @@ void Pool::terminate() {
     }
 }
 
-unsigned Pool::size() const noexcept { return impl_->n; }
+unsigned Pool::size() const noexcept {
+    return impl_->n;
+}
 
 std::vector<pid_t> Pool::worker_pids() const {
     std::lock_guard lock(impl_->workers_mutex);
     std::vector<pid_t> pids;
-    for (const auto& w : impl_->workers) pids.push_back(w.process ? w.process->pid() : 0);
+    for (const auto& w : impl_->workers)
+        pids.push_back(w.process ? w.process->pid() : 0);
     return pids;
 }
 
 PoolStats Pool::stats() const {
     const Impl& m = *impl_;
-    return {m.done.load(), m.failed.load(), m.retries.load(), m.crashes.load(), m.respawns.load(), m.timeouts.load()};
+    return {m.done.load(),      m.failed.load(),         m.retries.load(),
+            m.crashes.load(),   m.respawns.load(),       m.timeouts.load(),
+            m.cancelled.load(), m.recycled_tasks.load(), m.recycled_memory.load()};
 }
 
-const std::string& Pool::control_block() const noexcept { return impl_->block.name(); }
+const std::string& Pool::control_block() const noexcept {
+    return impl_->block.name();
+}
 
 }  // namespace shmpool

@@ -1,4 +1,6 @@
 // The worker side of the pool: attach the control block once, then run chunks from its slot.
+#include <cxxabi.h>
+#include <fmt/format.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -11,27 +13,28 @@
 #include <string>
 #include <typeinfo>
 
-#include <cxxabi.h>
-#include <fmt/format.h>
-
 #include "control_block.hpp"
 #include "shmpool/framework/pool.hpp"
 #include "shmpool/shm/shared_memory.hpp"
 
 namespace shmpool::detail {
 
-long futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected, const struct timespec* timeout) noexcept {
-    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT, expected, timeout, nullptr, 0);
+long futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                const struct timespec* timeout) noexcept {
+    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT, expected,
+                     timeout, nullptr, 0);
 }
 
 long futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
-    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, count, nullptr, nullptr, 0);
+    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, count, nullptr,
+                     nullptr, 0);
 }
 
 std::uint64_t monotonic_ns() noexcept {
     timespec ts{};
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+           static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 namespace {
@@ -52,7 +55,8 @@ void wake_parent(ControlHeader* h) {
 }
 
 // Appends one result record; false if the response area is full.
-bool put_record(std::byte* area, std::uint32_t capacity, std::uint32_t& used, RecordKind kind, const std::string& bytes) {
+bool put_record(std::byte* area, std::uint32_t capacity, std::uint32_t& used, RecordKind kind,
+                const std::string& bytes) {
     std::size_t need = 1 + 4 + bytes.size();
     if (used + need > capacity) return false;
     area[used] = static_cast<std::byte>(kind);
@@ -88,7 +92,8 @@ void run_chunk(const ControlView& view, unsigned w) {
         result.clear();
         RecordKind kind = record_value;
         try {
-            if (invoke == nullptr) throw std::logic_error(fmt::format("no task named '{}' in this worker", task));
+            if (invoke == nullptr)
+                throw std::logic_error(fmt::format("no task named '{}' in this worker", task));
             Reader r(args, args_len);
             invoke(r, result);
         } catch (const std::exception& e) {
@@ -101,8 +106,10 @@ void run_chunk(const ControlView& view, unsigned w) {
         if (!put_record(response, capacity, used, kind, result)) {
             std::string err = error_payload(
                 "std::length_error",
-                fmt::format("the result of {} bytes does not fit the pool's slot_bytes ({})", result.size(), capacity));
-            if (!put_record(response, capacity, used, record_error, err)) std::abort();  // cannot even report
+                fmt::format("the result of {} bytes does not fit the pool's slot_bytes ({})",
+                            result.size(), capacity));
+            if (!put_record(response, capacity, used, record_error, err))
+                std::abort();  // cannot even report
         }
         slot->response_bytes.store(used, std::memory_order_release);
         slot->completed.store(i + 1, std::memory_order_release);
@@ -121,8 +128,32 @@ int worker_main() {
     ::unsetenv("SHMPOOL_ROLE");  // a worker's own children are not workers
     SharedMemory shm = SharedMemory::attach(block);
     ControlView view{shm.data()};
-    if (std::memcmp(view.header()->magic, control_magic, 8) != 0 || w >= view.header()->workers) return 2;
+    if (std::memcmp(view.header()->magic, control_magic, 8) != 0 || w >= view.header()->workers)
+        return 2;
     SlotHeader* slot = view.slot(w);
+    if (std::string init(view.header()->initializer, strnlen(view.header()->initializer, 128));
+        !init.empty()) {
+        std::string error;
+        try {
+            Invoker invoke = find_task(init);
+            if (invoke == nullptr)
+                throw std::logic_error(fmt::format("no task named '{}' in this worker", init));
+            std::string ignored;
+            Reader none(nullptr, 0);
+            invoke(none, ignored);
+        } catch (const std::exception& e) {
+            error = error_payload(demangled(typeid(e).name()), e.what());
+        } catch (...) {
+            error = error_payload("unknown exception", "a non-std::exception was thrown");
+        }
+        if (!error.empty()) {
+            std::uint32_t used = 0;
+            put_record(view.response(w), view.header()->slot_bytes, used, record_error,
+                       error.substr(0, 4000));
+            slot->init_failed.store(1, std::memory_order_release);
+            return 4;  // the parent reads the error from the slot
+        }
+    }
     slot->worker_pid.store(::getpid(), std::memory_order_release);
     wake_parent(view.header());  // the pool's constructor waits for every worker to attach
     for (;;) {
@@ -135,7 +166,8 @@ int worker_main() {
         }
         if (s == slot_free || s == slot_done) {
             slot->worker_sleeping.store(1, std::memory_order_seq_cst);
-            if (slot->state.load(std::memory_order_seq_cst) == s) futex_wait(&slot->state, s, nullptr);
+            if (slot->state.load(std::memory_order_seq_cst) == s)
+                futex_wait(&slot->state, s, nullptr);
             slot->worker_sleeping.store(0, std::memory_order_relaxed);
             continue;
         }

@@ -13,12 +13,12 @@
 #include <boost/process/v2/process.hpp>
 // Boost 1.81's header-only mode never includes the definition of
 // process_environment::on_setup; this translation unit, alone in the project, provides it.
+#include <fmt/format.h>
+
 #include <boost/process/v2/impl/environment.ipp>
 #include <cerrno>
 #include <system_error>
 #include <utility>
-
-#include <fmt/format.h>
 
 extern char** environ;
 
@@ -31,7 +31,8 @@ namespace bp = boost::process::v2;
 struct WorkerSetup {
     pid_t parent;
     template <class Launcher>
-    boost::system::error_code on_exec_setup(Launcher&, const bp::filesystem::path&, const char* const*) {
+    boost::system::error_code on_exec_setup(Launcher&, const bp::filesystem::path&,
+                                            const char* const*) {
         // Dies with the parent: no orphan workers, even when the parent is SIGKILLed.
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() != parent) ::_exit(1);  // the parent died before the line above
@@ -47,7 +48,8 @@ WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<st
     for (char** e = environ; *e; ++e) {
         std::string entry = *e;
         bool overridden = false;
-        for (const auto& o : env) overridden |= entry.compare(0, o.find('=') + 1, o, 0, o.find('=') + 1) == 0;
+        for (const auto& o : env)
+            overridden |= entry.compare(0, o.find('=') + 1, o, 0, o.find('=') + 1) == 0;
         if (!overridden) full.push_back(std::move(entry));
     }
     full.insert(full.end(), env.begin(), env.end());
@@ -62,14 +64,16 @@ WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<st
         int err = errno;
         ::kill(pid_, SIGKILL);
         ::waitpid(pid_, nullptr, 0);
-        throw std::system_error(err, std::generic_category(), fmt::format("pidfd_open({}) failed", pid_));
+        throw std::system_error(err, std::generic_category(),
+                                fmt::format("pidfd_open({}) failed", pid_));
     }
 }
 
 WorkerProcess::WorkerProcess(WorkerProcess&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
       pidfd_(std::exchange(other.pidfd_, -1)),
-      reaped_(std::exchange(other.reaped_, true)) {}
+      reaped_(std::exchange(other.reaped_, true)) {
+}
 
 WorkerProcess& WorkerProcess::operator=(WorkerProcess&& other) noexcept {
     if (this != &other) {
@@ -81,7 +85,9 @@ WorkerProcess& WorkerProcess::operator=(WorkerProcess&& other) noexcept {
     return *this;
 }
 
-WorkerProcess::~WorkerProcess() { reset(); }
+WorkerProcess::~WorkerProcess() {
+    reset();
+}
 
 void WorkerProcess::reset() noexcept {
     if (pid_ > 0 && !reaped_) {

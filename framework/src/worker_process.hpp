@@ -17,7 +17,7 @@ struct ExitStatus {
 
 /// Owns a worker process; move-only. The destructor kills (SIGKILL) and reaps it if still there.
 class WorkerProcess {
-public:
+  public:
     /// Starts `executable` with `env` added to this environment; the child gets SIGKILL when the
     /// calling thread dies (PR_SET_PDEATHSIG) and runs in its own process group.
     WorkerProcess(const std::string& executable, const std::vector<std::string>& env);
@@ -34,7 +34,7 @@ public:
     /// Reaps the process (it must have exited: pidfd readable); returns how it ended.
     ExitStatus reap() noexcept;
 
-private:
+  private:
     void reset() noexcept;
     pid_t pid_ = -1;
     int pidfd_ = -1;

@@ -1,22 +1,23 @@
 // The worker pool: results, errors, every kind of worker death, retries, attribution inside a
 // chunk, timeouts, shared arrays, and no orphans or leaks when the parent is killed.
+#include "shmpool/framework/pool.hpp"
+
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <sstream>
-#include <tuple>
 #include <cstdlib>
 #include <numeric>
+#include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
-#include <gtest/gtest.h>
-
-#include "shmpool/framework/pool.hpp"
 #include "shmpool/framework/shared_array.hpp"
 #include "test_support.hpp"
 
@@ -26,12 +27,15 @@ using shmpool::SharedArray;
 
 namespace {
 
-int square(int x) { return x * x; }
+int square(int x) {
+    return x * x;
+}
 SHMPOOL_TASK(square_task, square);
 
 std::string shout(const std::string& s, int times) {
     std::string out;
-    for (int i = 0; i < times; ++i) out += s + "!";
+    for (int i = 0; i < times; ++i)
+        out += s + "!";
     return out;
 }
 SHMPOOL_TASK(shout_task, shout);
@@ -42,10 +46,14 @@ int throw_on_odd(int x) {
 }
 SHMPOOL_TASK(throw_on_odd_task, throw_on_odd);
 
-long twice(long x) { return 2 * x; }
+long twice(long x) {
+    return 2 * x;
+}
 SHMPOOL_TASK(twice_task, twice);
 
-int my_pid(int) { return ::getpid(); }
+int my_pid(int) {
+    return ::getpid();
+}
 SHMPOOL_TASK(pid_task, my_pid);
 
 // Dies in the way `how` says when x == victim; counts every call in counters[x].
@@ -79,7 +87,8 @@ SHMPOOL_TASK(crash_once_task, crash_once);
 
 void fill(std::string array, std::size_t begin, std::size_t end) {
     auto& a = SharedArray<double>::cached(array);
-    for (std::size_t i = begin; i < end; ++i) a[i] = static_cast<double>(i) * 0.5;
+    for (std::size_t i = begin; i < end; ++i)
+        a[i] = static_cast<double>(i) * 0.5;
 }
 SHMPOOL_TASK(fill_task, fill);
 
@@ -88,6 +97,36 @@ int sleepy(int ms) {
     return ms;
 }
 SHMPOOL_TASK(sleepy_task, sleepy);
+
+// Raises flag[0], then sleeps: a running task to cancel.
+int wait_forever(std::string flag) {
+    SharedArray<std::int64_t>::cached(flag)[0] = 1;
+    std::this_thread::sleep_for(std::chrono::hours(1));
+    return 0;
+}
+SHMPOOL_TASK(wait_forever_task, wait_forever);
+
+int initialized = 0;
+void setup() {
+    initialized = 42;
+}
+SHMPOOL_TASK(setup_task, setup);
+int read_initialized(int) {
+    return initialized;
+}
+SHMPOOL_TASK(read_initialized_task, read_initialized);
+void failing_setup() {
+    throw std::runtime_error("no database");
+}
+SHMPOOL_TASK(failing_setup_task, failing_setup);
+
+// Grows the worker's resident set by `mb` MiB (kept), returns its pid.
+int hog(int mb) {
+    static std::vector<std::vector<char>> kept;
+    kept.emplace_back(static_cast<std::size_t>(mb) << 20, 'x');
+    return ::getpid();
+}
+SHMPOOL_TASK(hog_task, hog);
 
 std::vector<int> iota(int n) {
     std::vector<int> v(static_cast<std::size_t>(n));
@@ -111,8 +150,10 @@ TEST(Pool, SubmitRunsTheTaskInAWorkerAndReturnsItsResult) {
 TEST(Pool, ManyFuturesAllResolve) {
     Pool pool({.workers = 2});
     std::vector<shmpool::Future<int>> futures;
-    for (int i = 0; i < 500; ++i) futures.push_back(pool.submit(square_task, i));
-    for (int i = 0; i < 500; ++i) ASSERT_EQ(futures[static_cast<std::size_t>(i)].get(), i * i);
+    for (int i = 0; i < 500; ++i)
+        futures.push_back(pool.submit(square_task, i));
+    for (int i = 0; i < 500; ++i)
+        ASSERT_EQ(futures[static_cast<std::size_t>(i)].get(), i * i);
     EXPECT_EQ(pool.stats().tasks_done, 500u);
 }
 
@@ -122,7 +163,8 @@ TEST(Pool, MapKeepsInputOrderForEveryChunkSize) {
     for (std::size_t chunk : {0u, 1u, 7u, 1000u}) {
         auto out = pool.map(square_task, input, chunk);
         ASSERT_EQ(out.size(), input.size());
-        for (std::size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], input[i] * input[i]) << "chunksize " << chunk;
+        for (std::size_t i = 0; i < out.size(); ++i)
+            ASSERT_EQ(out[i], input[i] * input[i]) << "chunksize " << chunk;
     }
     EXPECT_TRUE(pool.map(square_task, std::vector<int>{}).empty());
 }
@@ -133,7 +175,8 @@ TEST(Pool, AHundredThousandItemMap) {
     std::iota(input.begin(), input.end(), 0L);
     auto out = pool.map(twice_task, input);
     ASSERT_EQ(out.size(), 100000u);
-    for (std::size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], 2 * input[i]);
+    for (std::size_t i = 0; i < out.size(); ++i)
+        ASSERT_EQ(out[i], 2 * input[i]);
 }
 
 TEST(Pool, StarmapUnpacksArgumentTuples) {
@@ -165,13 +208,16 @@ TEST_P(WorkerDeath, IsRetriedThenReportedWithItsCauseAndThePoolCarriesOn) {
     shmpool::test::Unlinker u{counters.name()};
     std::vector<shmpool::WorkerEvent> events;
     std::mutex m;
-    Pool pool({.workers = 2, .max_retries = 1, .task_timeout = std::string(GetParam()) == "hang" ? 300ms : 0ms,
+    Pool pool({.workers = 2,
+               .max_retries = 1,
+               .task_timeout = std::string(GetParam()) == "hang" ? 300ms : 0ms,
                .on_worker_exit = [&](const shmpool::WorkerEvent& e) {
                    std::lock_guard lock(m);
                    events.push_back(e);
                }});
     std::vector<std::tuple<std::string, int, int, std::string>> args;
-    for (int i = 0; i < 100; ++i) args.emplace_back(counters.name(), i, 37, GetParam());
+    for (int i = 0; i < 100; ++i)
+        args.emplace_back(counters.name(), i, 37, GetParam());
     try {
         pool.starmap(counted_task, args, 10);
         ADD_FAILURE() << "the crashing item did not fail";
@@ -214,7 +260,8 @@ TEST_P(WorkerDeath, IsRetriedThenReportedWithItsCauseAndThePoolCarriesOn) {
     EXPECT_GT(events.front().peak_rss_kb, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryKind, WorkerDeath, ::testing::Values("segv", "abort", "kill", "exit", "hang"));
+INSTANTIATE_TEST_SUITE_P(EveryKind, WorkerDeath,
+                         ::testing::Values("segv", "abort", "kill", "exit", "hang"));
 
 TEST(Pool, AnItemThatCrashesOnceSucceedsOnRetry) {
     auto counters = SharedArray<std::int64_t>::create(10);
@@ -244,7 +291,8 @@ TEST(Pool, ForEachIndexFillsASharedArray) {
     shmpool::test::Unlinker u{array.name()};
     Pool pool({.workers = 2});
     pool.for_each_index(fill_task, array.size(), 0, array.name());  // grain 0: automatic
-    for (std::size_t i = 0; i < array.size(); ++i) ASSERT_EQ(array[i], static_cast<double>(i) * 0.5);
+    for (std::size_t i = 0; i < array.size(); ++i)
+        ASSERT_EQ(array[i], static_cast<double>(i) * 0.5);
 }
 
 TEST(Pool, ACancelledFutureNeverRuns) {
@@ -284,7 +332,8 @@ TEST(Pool, AWorkerProgramThatDoesNotCallInitFailsPoolCreationClearly) {
 TEST(Pool, ArgumentsTooLargeForTheSlotFailOnlyThatItem) {
     Pool pool({.workers = 1, .slot_bytes = 4096});
     EXPECT_THROW(pool.submit(shout_task, std::string(10000, 'x'), 1).get(), std::length_error);
-    EXPECT_THROW(pool.submit(shout_task, std::string(1000, 'x'), 5).get(), shmpool::TaskError);  // result too big
+    EXPECT_THROW(pool.submit(shout_task, std::string(1000, 'x'), 5).get(),
+                 shmpool::TaskError);  // result too big
     EXPECT_EQ(pool.submit(square_task, 3).get(), 9);
 }
 
@@ -303,4 +352,60 @@ TEST(Pool, KillingTheParentTakesItsWorkersAndBlocksWithIt) {
     EXPECT_TRUE(shmpool::test::wait_for_exit(w1, 5s)) << "orphan worker " << w1;
     EXPECT_TRUE(shmpool::test::wait_for_exit(w2, 5s)) << "orphan worker " << w2;
     EXPECT_TRUE(shmpool::test::wait_for_removal(block, 5s)) << "the control block leaked";
+}
+
+TEST(Pool, AHardCancelKillsOnlyTheWorkerRunningTheTask) {
+    auto flag = SharedArray<std::int64_t>::create(1);
+    shmpool::test::Unlinker u{flag.name()};
+    Pool pool({.workers = 2});
+    auto victim = pool.submit(wait_forever_task, flag.name());
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (__atomic_load_n(&flag[0], __ATOMIC_ACQUIRE) == 0 &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::yield();  // waits for the task's own signal that it runs, with a bound
+    }
+    ASSERT_EQ(flag[0], 1);
+    auto other = pool.submit(sleepy_task, 50);
+    EXPECT_FALSE(victim.cancel());  // running: only a hard cancel stops it
+    EXPECT_TRUE(victim.cancel(true));
+    EXPECT_THROW(victim.get(), shmpool::TaskCancelled);
+    EXPECT_EQ(other.get(), 50);
+    auto s = pool.stats();
+    EXPECT_EQ(s.cancelled, 1u);
+    EXPECT_EQ(s.crashes, 0u);
+    EXPECT_EQ(pool.submit(square_task, 5).get(), 25);
+}
+
+TEST(Pool, WorkersAreRecycledAfterMaxTasks) {
+    Pool pool({.workers = 1, .max_tasks_per_worker = 5});
+    std::set<int> pids;
+    for (int i = 0; i < 20; ++i)
+        pids.insert(pool.submit(pid_task, i).get());
+    EXPECT_EQ(pids.size(), 4u);
+    EXPECT_GE(pool.stats().recycled_tasks, 3u);
+    EXPECT_EQ(pool.stats().crashes, 0u);
+}
+
+TEST(Pool, WorkersAreRecycledPastMaxMemory) {
+    Pool pool({.workers = 1, .max_memory_per_worker = std::size_t{64} << 20});
+    int first = pool.submit(hog_task, 100).get();
+    int second = pool.submit(hog_task, 1).get();
+    EXPECT_NE(first, second);
+    EXPECT_EQ(pool.stats().recycled_memory, 1u);
+}
+
+TEST(Pool, TheInitializerRunsInEveryWorkerBeforeItsTasks) {
+    Pool pool({.workers = 2, .initializer = setup_task});
+    for (int v : pool.map(read_initialized_task, iota(20), 1))
+        EXPECT_EQ(v, 42);
+}
+
+TEST(Pool, AFailingInitializerFailsPoolCreationWithItsErrorOnce) {
+    try {
+        Pool pool({.workers = 2, .initializer = failing_setup_task});
+        ADD_FAILURE() << "the pool started";
+    } catch (const shmpool::TaskError& e) {
+        EXPECT_EQ(e.message(), "no database");
+        EXPECT_EQ(e.task(), "failing_setup_task");
+    }
 }

@@ -1,9 +1,9 @@
 // A program that runs a pool, for tests that kill the parent: prints "ready <block> <pid>..."
 // and waits until its stdin closes.
+#include <fmt/format.h>
+
 #include <iostream>
 #include <string>
-
-#include <fmt/format.h>
 
 #include "shmpool/framework/pool.hpp"
 

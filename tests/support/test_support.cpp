@@ -342,7 +342,8 @@ class BlockLeakCheck : public ::testing::Environment {
     }
 };
 
-::testing::Environment* make_block_leak_check() { return new BlockLeakCheck; }
+::testing::Environment* make_block_leak_check() {
+    return new BlockLeakCheck;
+}
 
 }  // namespace shmpool::test
-

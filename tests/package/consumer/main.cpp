@@ -5,7 +5,9 @@
 #include <shmpool/shm/shareable_list.hpp>
 #include <shmpool/shm/tracker.hpp>
 
-int triple(int x) { return 3 * x; }
+int triple(int x) {
+    return 3 * x;
+}
 SHMPOOL_TASK(triple_task, triple);
 
 int main(int argc, char** argv) {
@@ -13,8 +15,8 @@ int main(int argc, char** argv) {
     auto list = shmpool::ShareableList::create({1, "installed", 2.5});
     auto again = shmpool::ShareableList::attach(list.name());
     auto tracked = shmpool::tracked_block(list.name());
-    bool ok = again.get(1) == shmpool::Value("installed") && shmpool::Tracker::pid() > 0 && tracked &&
-              tracked->owner_alive;
+    bool ok = again.get(1) == shmpool::Value("installed") && shmpool::Tracker::pid() > 0 &&
+              tracked && tracked->owner_alive;
     list.unlink();
     shmpool::Pool pool({.workers = 2});
     ok = ok && pool.map(triple_task, std::vector<int>{1, 2, 3}) == std::vector<int>{3, 6, 9};

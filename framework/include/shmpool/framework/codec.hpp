@@ -22,7 +22,7 @@ namespace shmpool {
 
 /// Appends encoded bytes to a buffer.
 class Writer {
-public:
+  public:
     explicit Writer(std::string& out) : out_(out) {}
     void bytes(const void* data, std::size_t n) { out_.append(static_cast<const char*>(data), n); }
     template <class T>
@@ -30,13 +30,13 @@ public:
         bytes(&value, sizeof value);
     }
 
-private:
+  private:
     std::string& out_;
 };
 
 /// Reads encoded bytes; throws std::length_error if the data runs out (a malformed message).
 class Reader {
-public:
+  public:
     Reader(const char* data, std::size_t size) : p_(data), end_(data + size) {}
     void bytes(void* out, std::size_t n) {
         if (static_cast<std::size_t>(end_ - p_) < n) throw std::length_error("truncated task data");
@@ -58,7 +58,7 @@ public:
         return at;
     }
 
-private:
+  private:
     const char* p_;
     const char* end_;
 };
@@ -94,18 +94,21 @@ struct Codec<std::vector<T>> {
         if constexpr (std::is_trivially_copyable_v<T>) {
             w.bytes(v.data(), v.size() * sizeof(T));
         } else {
-            for (const auto& x : v) Codec<T>::encode(w, x);
+            for (const auto& x : v)
+                Codec<T>::encode(w, x);
         }
     }
     static std::vector<T> decode(Reader& r) {
         auto n = r.raw<std::uint64_t>();
         std::vector<T> v;
         if constexpr (std::is_trivially_copyable_v<T>) {
-            if (n > r.left() / (sizeof(T) ? sizeof(T) : 1)) throw std::length_error("truncated task data");
+            if (n > r.left() / (sizeof(T) ? sizeof(T) : 1))
+                throw std::length_error("truncated task data");
             v.resize(n);
             r.bytes(v.data(), n * sizeof(T));
         } else {
-            for (std::uint64_t i = 0; i < n; ++i) v.push_back(Codec<T>::decode(r));
+            for (std::uint64_t i = 0; i < n; ++i)
+                v.push_back(Codec<T>::decode(r));
         }
         return v;
     }
@@ -124,11 +127,15 @@ struct Codec<std::optional<T>> {
 };
 
 template <class... Ts>
-struct Codec<std::tuple<Ts...>, std::enable_if_t<!std::is_trivially_copyable_v<std::tuple<Ts...>>>> {
+struct Codec<std::tuple<Ts...>,
+             std::enable_if_t<!std::is_trivially_copyable_v<std::tuple<Ts...>>>> {
     static void encode(Writer& w, const std::tuple<Ts...>& t) {
-        std::apply([&](const auto&... x) { (Codec<std::decay_t<decltype(x)>>::encode(w, x), ...); }, t);
+        std::apply([&](const auto&... x) { (Codec<std::decay_t<decltype(x)>>::encode(w, x), ...); },
+                   t);
     }
-    static std::tuple<Ts...> decode(Reader& r) { return std::tuple<Ts...>{Codec<Ts>::decode(r)...}; }
+    static std::tuple<Ts...> decode(Reader& r) {
+        return std::tuple<Ts...>{Codec<Ts>::decode(r)...};
+    }
 };
 
 template <class A, class B>

@@ -11,7 +11,7 @@ namespace shmpool {
 
 /// The task threw: its exception's type name and what() came back from the worker.
 class TaskError : public std::runtime_error {
-public:
+  public:
     TaskError(std::string task, std::string type, std::string message)
         : std::runtime_error("task '" + task + "' threw " + type + ": " + message),
           task_(std::move(task)),
@@ -21,14 +21,15 @@ public:
     const std::string& type() const noexcept { return type_; }
     const std::string& message() const noexcept { return message_; }
 
-private:
+  private:
     std::string task_, type_, message_;
 };
 
 /// The worker running the task died (signal or exit) on every attempt allowed by max_retries.
 class WorkerCrashed : public std::runtime_error {
-public:
-    WorkerCrashed(std::string task, std::size_t item, pid_t pid, int signal, int exit_code, int attempts)
+  public:
+    WorkerCrashed(std::string task, std::size_t item, pid_t pid, int signal, int exit_code,
+                  int attempts)
         : std::runtime_error(describe(task, item, pid, signal, exit_code, attempts)),
           task_(std::move(task)),
           item_(item),
@@ -40,16 +41,19 @@ public:
     std::size_t item() const noexcept { return item_; }  ///< index of the item in its job
     pid_t pid() const noexcept { return pid_; }          ///< the last worker that died on it
     int signal() const noexcept { return signal_; }      ///< terminating signal, or 0
-    int exit_code() const noexcept { return exit_code_; }  ///< exit status if not signalled, else -1
+    int exit_code() const noexcept {
+        return exit_code_;
+    }  ///< exit status if not signalled, else -1
     int attempts() const noexcept { return attempts_; }
 
-private:
-    static std::string describe(const std::string& task, std::size_t item, pid_t pid, int signal, int exit_code,
-                                int attempts) {
+  private:
+    static std::string describe(const std::string& task, std::size_t item, pid_t pid, int signal,
+                                int exit_code, int attempts) {
         std::string how = signal ? "was killed by signal " + std::to_string(signal)
                                  : "exited with status " + std::to_string(exit_code);
-        return "task '" + task + "' item " + std::to_string(item) + ": worker " + std::to_string(pid) + " " + how +
-               " (" + std::to_string(attempts) + " attempt" + (attempts == 1 ? "" : "s") + ")";
+        return "task '" + task + "' item " + std::to_string(item) + ": worker " +
+               std::to_string(pid) + " " + how + " (" + std::to_string(attempts) + " attempt" +
+               (attempts == 1 ? "" : "s") + ")";
     }
     std::string task_;
     std::size_t item_;
@@ -61,21 +65,22 @@ private:
 
 /// The task ran past its timeout; its worker was killed and replaced.
 class TaskTimeout : public std::runtime_error {
-public:
+  public:
     TaskTimeout(const std::string& task, std::size_t item, double seconds)
-        : std::runtime_error("task '" + task + "' item " + std::to_string(item) + " ran past its timeout of " +
-                             std::to_string(seconds) + " s") {}
+        : std::runtime_error("task '" + task + "' item " + std::to_string(item) +
+                             " ran past its timeout of " + std::to_string(seconds) + " s") {}
 };
 
 /// The task was cancelled before it produced a result.
 class TaskCancelled : public std::runtime_error {
-public:
-    explicit TaskCancelled(const std::string& task) : std::runtime_error("task '" + task + "' was cancelled") {}
+  public:
+    explicit TaskCancelled(const std::string& task)
+        : std::runtime_error("task '" + task + "' was cancelled") {}
 };
 
 /// The pool was closed or terminated before the task could run.
 class PoolClosed : public std::runtime_error {
-public:
+  public:
     PoolClosed() : std::runtime_error("the pool is closed") {}
 };
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,7 +21,7 @@ namespace detail {
 
 /// Where a result goes: a future, or one slot of a map job. Set exactly once.
 class ResultSink {
-public:
+  public:
     virtual ~ResultSink() = default;
     /// Decodes item `index`'s result.
     virtual void set_value(Reader& r, std::size_t index) = 0;
@@ -29,11 +30,13 @@ public:
     virtual bool cancelled(std::size_t /*index*/) const noexcept { return false; }
     /// Marks the item dispatched (it can no longer be cancelled); false if it was cancelled.
     virtual bool start(std::size_t /*index*/) noexcept { return true; }
+    /// Whether the caller asked to kill the item's worker (a hard cancel of a running task).
+    virtual bool kill_requested() const noexcept { return false; }
 };
 
 template <class T>
 class FutureState : public ResultSink {
-public:
+  public:
     explicit FutureState(std::string task) : task_(std::move(task)) {}
 
     void set_value(Reader& r, std::size_t) override {
@@ -53,12 +56,19 @@ public:
         int expected = pending_stage;
         return stage_.compare_exchange_strong(expected, started_stage) || expected == started_stage;
     }
-    bool cancel() {
+    bool cancel(bool hard) {
         int expected = pending_stage;
-        if (!stage_.compare_exchange_strong(expected, cancelled_stage)) return false;
-        set_error(std::make_exception_ptr(TaskCancelled(task_)), 0);
+        if (stage_.compare_exchange_strong(expected, cancelled_stage)) {
+            set_error(std::make_exception_ptr(TaskCancelled(task_)), 0);
+            return true;
+        }
+        if (!hard || ready()) return false;
+        kill_.store(true, std::memory_order_release);
+        if (wake_) wake_();  // the supervisor kills the worker and fails the task
         return true;
     }
+    bool kill_requested() const noexcept override { return kill_.load(std::memory_order_acquire); }
+    void set_wake(std::function<void()> wake) { wake_ = std::move(wake); }
 
     bool ready() const noexcept { return ready_.load(std::memory_order_acquire); }
     void wait() {
@@ -78,7 +88,7 @@ public:
         if constexpr (!std::is_void_v<T>) return *value_;
     }
 
-private:
+  private:
     static constexpr int pending_stage = 0, started_stage = 1, cancelled_stage = 2;
     template <class F>
     void finish(F f) {
@@ -96,6 +106,8 @@ private:
     std::condition_variable cv_;
     std::atomic<bool> ready_{false};
     std::atomic<int> stage_{pending_stage};
+    std::atomic<bool> kill_{false};
+    std::function<void()> wake_;
     std::conditional_t<std::is_void_v<T>, std::optional<int>, std::optional<T>> value_;
     std::exception_ptr error_;
 };
@@ -104,7 +116,7 @@ private:
 
 template <class T>
 class Future {
-public:
+  public:
     Future() = default;
     explicit Future(std::shared_ptr<detail::FutureState<T>> state) : state_(std::move(state)) {}
 
@@ -118,12 +130,13 @@ public:
         return state_->wait_for(d);
     }
     bool ready() const noexcept { return state_->ready(); }
-    /// Cancels the task if it has not started; returns whether it did (get() then throws
-    /// TaskCancelled). Use Pool::cancel_hard() for a running one.
-    bool cancel() { return state_->cancel(); }
+    /// Cancels the task if it has not started; with `hard`, also a running one, by killing its
+    /// worker alone (which is replaced; nothing else in the pool is disturbed). Returns whether it
+    /// did; get() then throws TaskCancelled.
+    bool cancel(bool hard = false) { return state_->cancel(hard); }
     bool valid() const noexcept { return state_ != nullptr; }
 
-private:
+  private:
     std::shared_ptr<detail::FutureState<T>> state_;
 };
 

@@ -16,14 +16,14 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <functional>
 #include <iterator>
 #include <memory>
 #include <mutex>
-#include <atomic>
-#include <condition_variable>
 #include <optional>
 #include <ranges>
 #include <string>
@@ -38,14 +38,14 @@ namespace shmpool {
 
 /// A worker that exited or died, as reported to PoolOptions::on_worker_exit.
 struct WorkerEvent {
-    unsigned worker = 0;   ///< its index in the pool
+    unsigned worker = 0;  ///< its index in the pool
     pid_t pid = 0;
-    int signal = 0;        ///< terminating signal, 0 if it exited
-    int exit_code = -1;    ///< exit status if it exited
-    std::string task;      ///< the task it was running, if any
+    int signal = 0;                   ///< terminating signal, 0 if it exited
+    int exit_code = -1;               ///< exit status if it exited
+    std::string task;                 ///< the task it was running, if any
     std::optional<std::size_t> item;  ///< the item of that task's job it was on
-    long peak_rss_kb = 0;  ///< its peak resident set size
-    std::string reason;    ///< "crashed", "timeout", "cancelled", "shutdown"
+    long peak_rss_kb = 0;             ///< its peak resident set size
+    std::string reason;               ///< "crashed", "timeout", "cancelled", "shutdown"
 };
 
 struct PoolStats {
@@ -55,6 +55,17 @@ struct PoolStats {
     std::size_t crashes = 0;  ///< workers that died running a task
     std::size_t respawns = 0;
     std::size_t timeouts = 0;
+    std::size_t cancelled = 0;        ///< running tasks killed by a hard cancel
+    std::size_t recycled_tasks = 0;   ///< workers replaced after max_tasks_per_worker
+    std::size_t recycled_memory = 0;  ///< workers replaced after max_memory_per_worker
+};
+
+/// The name of a registered task (any Task<Fn> converts to it), e.g. for PoolOptions::initializer.
+struct TaskName {
+    TaskName() = default;
+    template <auto Fn>
+    TaskName(const Task<Fn>& task) : name(task.name()) {}  // NOLINT(google-explicit-constructor)
+    std::string name;
 };
 
 struct PoolOptions {
@@ -72,6 +83,14 @@ struct PoolOptions {
     std::string worker_executable{};
     /// Called (on the pool's supervisor thread) for every worker that dies or is killed.
     std::function<void(const WorkerEvent&)> on_worker_exit{};
+    /// A task taking no arguments, run once in every worker before it takes work. If it throws,
+    /// pool creation fails with its error (and a replacement worker is not retried forever).
+    TaskName initializer{};
+    /// Replace a worker after it ran this many items (0: never).
+    std::size_t max_tasks_per_worker = 0;
+    /// Replace a worker whose resident set grew past this many bytes, checked between chunks (0:
+    /// never).
+    std::size_t max_memory_per_worker = 0;
 };
 
 /// Called at the top of main(): in a process launched as a worker, runs the worker and exits;
@@ -85,7 +104,7 @@ namespace detail {
 /// the count of items left is the one synchronisation point.
 template <class R>
 class MapState : public ResultSink {
-public:
+  public:
     explicit MapState(std::size_t n) : results_(n), errors_(n), left_(n) {}
     void set_value(Reader& r, std::size_t i) override {
         if constexpr (!std::is_void_v<R>) results_[i].emplace(Codec<R>::decode(r));
@@ -107,12 +126,13 @@ public:
         if constexpr (!std::is_void_v<R>) {
             std::vector<R> out;
             out.reserve(results_.size());
-            for (auto& r : results_) out.push_back(std::move(*r));
+            for (auto& r : results_)
+                out.push_back(std::move(*r));
             return out;
         }
     }
 
-private:
+  private:
     void done() {
         if (left_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
             std::lock_guard lock(mutex_);
@@ -121,7 +141,8 @@ private:
     }
     std::mutex mutex_;
     std::condition_variable cv_;
-    std::vector<std::conditional_t<std::is_void_v<R>, std::optional<char>, std::optional<R>>> results_;
+    std::vector<std::conditional_t<std::is_void_v<R>, std::optional<char>, std::optional<R>>>
+        results_;
     std::vector<std::exception_ptr> errors_;
     std::atomic<std::size_t> left_;
 };
@@ -142,7 +163,7 @@ struct JobItems {
 }  // namespace detail
 
 class Pool {
-public:
+  public:
     /// Starts the workers and waits until they are ready. Throws std::system_error if a worker
     /// cannot be started.
     explicit Pool(PoolOptions options = {});
@@ -156,6 +177,7 @@ public:
     auto submit(const Task<Fn>& task, const A&... args) {
         using R = typename Task<Fn>::Result;
         auto state = std::make_shared<detail::FutureState<R>>(task.name());
+        state->set_wake(wake_function());
         detail::JobItems items;
         items.add<Fn>(args...);
         enqueue(task.name(), std::move(items), state, 1);
@@ -167,8 +189,10 @@ public:
     template <auto Fn, class Range>
     auto map(const Task<Fn>& task, const Range& range, std::size_t chunksize = 0) {
         detail::JobItems items;
-        if constexpr (std::ranges::sized_range<Range>) items.offsets.reserve(std::ranges::size(range) + 1);
-        for (const auto& x : range) items.add<Fn>(x);
+        if constexpr (std::ranges::sized_range<Range>)
+            items.offsets.reserve(std::ranges::size(range) + 1);
+        for (const auto& x : range)
+            items.add<Fn>(x);
         return run_job<Fn>(task, std::move(items), chunksize);
     }
 
@@ -182,14 +206,16 @@ public:
         return run_job<Fn>(task, std::move(items), chunksize);
     }
 
-    /// task(leading..., begin, end) over [0, n) in ranges of `grain` indices (0: n / (4 × workers)).
-    /// The task's last two parameters are std::size_t; the leading ones are typically the name of
-    /// a SharedArray it works on.
+    /// task(leading..., begin, end) over [0, n) in ranges of `grain` indices (0: n / (4 ×
+    /// workers)). The task's last two parameters are std::size_t; the leading ones are typically
+    /// the name of a SharedArray it works on.
     template <auto Fn, class... A>
-    void for_each_index(const Task<Fn>& task, std::size_t n, std::size_t grain, const A&... leading) {
+    void for_each_index(const Task<Fn>& task, std::size_t n, std::size_t grain,
+                        const A&... leading) {
         if (grain == 0) grain = std::max<std::size_t>(1, n / (4 * size()));
         detail::JobItems items;
-        for (std::size_t b = 0; b < n; b += grain) items.add<Fn>(leading..., b, std::min(n, b + grain));
+        for (std::size_t b = 0; b < n; b += grain)
+            items.add<Fn>(leading..., b, std::min(n, b + grain));
         run_job<Fn>(task, std::move(items), 1);
     }
 
@@ -206,17 +232,19 @@ public:
     /// The pool's control block (its name is what the workers attach).
     const std::string& control_block() const noexcept;
 
-private:
+  private:
     template <auto Fn>
     auto run_job(const Task<Fn>& task, detail::JobItems items, std::size_t chunksize) {
         using R = typename Task<Fn>::Result;
         auto state = std::make_shared<detail::MapState<R>>(items.size());
-        if (chunksize == 0) chunksize = std::max<std::size_t>(1, (items.size() + 4 * size() - 1) / (4 * size()));
+        if (chunksize == 0)
+            chunksize = std::max<std::size_t>(1, (items.size() + 4 * size() - 1) / (4 * size()));
         if (!items.empty()) enqueue(task.name(), std::move(items), state, chunksize);
         return state->collect();
     }
-    void enqueue(const std::string& task, detail::JobItems items, std::shared_ptr<detail::ResultSink> sink,
-                 std::size_t chunksize);
+    void enqueue(const std::string& task, detail::JobItems items,
+                 std::shared_ptr<detail::ResultSink> sink, std::size_t chunksize);
+    std::function<void()> wake_function();
 
     struct Impl;
     std::unique_ptr<Impl> impl_;

@@ -25,7 +25,7 @@ template <class T>
 class SharedArray {
     static_assert(std::is_trivially_copyable_v<T>, "SharedArray holds trivially copyable types");
 
-public:
+  public:
     SharedArray() = default;
 
     /// A new zero-filled array of `n` elements (n > 0); throws what SharedMemory::create throws.
@@ -37,7 +37,8 @@ public:
     static SharedArray attach(std::string_view name, const AttachOptions& options = {}) {
         SharedMemory shm = SharedMemory::attach(name, options);
         if (shm.size() % sizeof(T) != 0) {
-            throw std::invalid_argument("block '" + shm.name() + "' does not hold a whole number of elements");
+            throw std::invalid_argument("block '" + shm.name() +
+                                        "' does not hold a whole number of elements");
         }
         return SharedArray(std::move(shm));
     }
@@ -64,12 +65,13 @@ public:
         std::lock_guard lock(mutex);
         auto it = cache.find(name);
         if (it == cache.end() || it->second.first != inode) {
-            it = cache.insert_or_assign(std::string(name), std::make_pair(inode, attach(name))).first;
+            it = cache.insert_or_assign(std::string(name), std::make_pair(inode, attach(name)))
+                     .first;
         }
         return it->second.second;
     }
 
-private:
+  private:
     static std::uint64_t block_inode(std::string_view name) {
         struct ::stat st {};
         std::string path = "/dev/shm/" + std::string(name.starts_with('/') ? name.substr(1) : name);

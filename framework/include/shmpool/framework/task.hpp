@@ -42,8 +42,9 @@ template <auto Fn>
 void invoke(Reader& r, std::string& out) {
     using Traits = FunctionTraits<decltype(Fn)>;
     // Braced initialisation decodes left to right, in parameter order.
-    auto args = [&]<class... A>(std::tuple<A...>*) { return std::tuple<A...>{Codec<A>::decode(r)...}; }(
-        static_cast<typename Traits::Arguments*>(nullptr));
+    auto args = [&]<class... A>(std::tuple<A...>*) {
+        return std::tuple<A...>{Codec<A>::decode(r)...};
+    }(static_cast<typename Traits::Arguments*>(nullptr));
     if constexpr (std::is_void_v<typename Traits::Result>) {
         std::apply(Fn, std::move(args));
     } else {
@@ -56,30 +57,38 @@ void invoke(Reader& r, std::string& out) {
 /// A handle on a registered task: what Pool::submit and Pool::map take.
 template <auto Fn>
 class Task {
-public:
+  public:
     using Traits = detail::FunctionTraits<decltype(Fn)>;
     using Result = typename Traits::Result;
     using Arguments = typename Traits::Arguments;
 
-    explicit Task(std::string name) : name_(std::move(name)) { detail::register_task(name_, &detail::invoke<Fn>); }
+    explicit Task(std::string name) : name_(std::move(name)) {
+        detail::register_task(name_, &detail::invoke<Fn>);
+    }
     const std::string& name() const noexcept { return name_; }
 
     /// Appends a call's arguments, encoded as the worker will decode them, to `out`.
     template <class... A>
     static void append_args(std::string& out, const A&... args) {
-        static_assert(sizeof...(A) == std::tuple_size_v<Arguments>, "wrong number of task arguments");
+        static_assert(sizeof...(A) == std::tuple_size_v<Arguments>,
+                      "wrong number of task arguments");
         Writer w(out);
         [&]<std::size_t... I>(std::index_sequence<I...>) {
-            (Codec<std::tuple_element_t<I, Arguments>>::encode(w, static_cast<std::tuple_element_t<I, Arguments>>(args)),
+            (Codec<std::tuple_element_t<I, Arguments>>::encode(
+                 w, static_cast<std::tuple_element_t<I, Arguments>>(args)),
              ...);
-        }(std::index_sequence_for<A...>{});
+        }
+        (std::index_sequence_for<A...>{});
     }
 
-private:
+  private:
     std::string name_;
 };
 
 }  // namespace shmpool
 
 /// Defines `handle`, a shmpool::Task for `function`, registered under the name "handle".
-#define SHMPOOL_TASK(handle, function) inline const ::shmpool::Task<&function> handle{#handle}
+#define SHMPOOL_TASK(handle, function)               \
+    inline const ::shmpool::Task<&function> handle { \
+#handle                                      \
+    }
