@@ -547,7 +547,8 @@ struct Pool::Impl {
             }
             std::uint64_t started = slot->item_started_ns.load(std::memory_order_acquire);
             if (started == 0) continue;
-            if (now - started >= timeout && state == detail::slot_running) {
+            // A worker may stamp a start after `now` was read: never subtract past zero.
+            if (started <= now && now - started >= timeout && state == detail::slot_running) {
                 wk.timed_out = slot->completed.load();
                 wk.kill_sent = true;
                 wk.kill_deadline_ns = now + grace;

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <numeric>
+#include <ranges>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -408,4 +409,51 @@ TEST(Pool, AFailingInitializerFailsPoolCreationWithItsErrorOnce) {
         EXPECT_EQ(e.message(), "no database");
         EXPECT_EQ(e.task(), "failing_setup_task");
     }
+}
+
+TEST(Pool, ImapYieldsInInputOrderLazily) {
+    Pool pool({.workers = 2});
+    std::vector<int> got;
+    for (int v : pool.imap(square_task, iota(100), 3))
+        got.push_back(v);
+    ASSERT_EQ(got.size(), 100u);
+    for (int i = 0; i < 100; ++i)
+        EXPECT_EQ(got[static_cast<std::size_t>(i)], i * i);
+}
+
+TEST(Pool, ImapUnorderedYieldsEveryResultOnce) {
+    Pool pool({.workers = 2});
+    std::vector<int> ms{60, 1, 1, 1, 1, 1};
+    std::vector<int> got;
+    for (int v : pool.imap_unordered(sleepy_task, ms))
+        got.push_back(v);
+    EXPECT_NE(got.front(), 60);  // the slow one does not hold the others back
+    std::sort(got.begin(), got.end());
+    std::sort(ms.begin(), ms.end());
+    EXPECT_EQ(got, ms);
+}
+
+TEST(Pool, ImapOverAnEndlessInputKeepsABoundedWindow) {
+    Pool pool({.workers = 2});
+    std::size_t taken = 0;
+    auto stream = pool.imap(twice_task, std::views::iota(0L), 4, 2);
+    for (long v : stream) {
+        EXPECT_EQ(v, 2 * static_cast<long>(taken));
+        if (++taken == 1000) break;
+    }
+    // At most the window (2 chunks of 4) was submitted beyond what was consumed.
+    EXPECT_LE(pool.stats().tasks_done, 1000u + 8u);
+}
+
+TEST(Pool, ImapRethrowsAFailedItemAtItsPosition) {
+    Pool pool({.workers = 2});
+    std::vector<int> got;
+    try {
+        for (int v : pool.imap(throw_on_odd_task, std::vector<int>{0, 2, 3, 4}))
+            got.push_back(v);
+        ADD_FAILURE() << "no error";
+    } catch (const shmpool::TaskError& e) {
+        EXPECT_EQ(e.message(), "odd: 3");
+    }
+    EXPECT_EQ(got, (std::vector<int>{0, 2}));
 }
