@@ -643,6 +643,9 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
     h->workers = m.n;
     h->slot_bytes = static_cast<std::uint32_t>(m.options.slot_bytes);
     h->timeouts = m.options.task_timeout.count() > 0 ? 1 : 0;
+    h->threads_per_worker = m.options.threads_per_worker
+                                ? m.options.threads_per_worker
+                                : std::max(1u, std::thread::hardware_concurrency() / m.n);
     if (m.options.initializer.name.size() >= sizeof h->initializer) {
         throw std::invalid_argument("PoolOptions::initializer: the task name is too long");
     }

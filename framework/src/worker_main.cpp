@@ -1,11 +1,13 @@
 // The worker side of the pool: attach the control block once, then run chunks from its slot.
 #include <cxxabi.h>
+#include <tbb/global_control.h>
 #include <fmt/format.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -131,6 +133,9 @@ int worker_main() {
     if (std::memcmp(view.header()->magic, control_magic, 8) != 0 || w >= view.header()->workers)
         return 2;
     SlotHeader* slot = view.slot(w);
+    // Tasks may use oneTBB: this worker's share of the cores, for its whole life.
+    tbb::global_control threads(tbb::global_control::max_allowed_parallelism,
+                                std::max<std::uint32_t>(1, view.header()->threads_per_worker));
     if (std::string init(view.header()->initializer, strnlen(view.header()->initializer, 128));
         !init.empty()) {
         std::string error;

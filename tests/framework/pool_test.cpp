@@ -3,6 +3,7 @@
 #include "shmpool/framework/pool.hpp"
 
 #include <gtest/gtest.h>
+#include <tbb/global_control.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -128,6 +129,9 @@ int hog(int mb) {
     return ::getpid();
 }
 SHMPOOL_TASK(hog_task, hog);
+
+int tbb_threads(int) { return tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism); }
+SHMPOOL_TASK(tbb_threads_task, tbb_threads);
 
 std::vector<int> iota(int n) {
     std::vector<int> v(static_cast<std::size_t>(n));
@@ -338,7 +342,9 @@ TEST(Pool, ArgumentsTooLargeForTheSlotFailOnlyThatItem) {
     EXPECT_EQ(pool.submit(square_task, 3).get(), 9);
 }
 
-TEST(Pool, KillingTheParentTakesItsWorkersAndBlocksWithIt) {
+class ParentDeath : public ::testing::TestWithParam<int> {};
+
+TEST_P(ParentDeath, TakesItsWorkersAndBlocksWithIt) {
     shmpool::test::Child parent({shmpool::test::pool_child_path()}, {"SHMPOOL_TRACKER="});
     auto line = parent.read_line();
     ASSERT_TRUE(line && line->rfind("ready ", 0) == 0) << parent.read_stderr(1s);
@@ -348,11 +354,22 @@ TEST(Pool, KillingTheParentTakesItsWorkersAndBlocksWithIt) {
     words >> block >> w1 >> w2;
     shmpool::test::Unlinker u{block};
     ASSERT_TRUE(shmpool::test::block_exists(block));
-    parent.kill(SIGKILL);
+    parent.kill(GetParam());
     ASSERT_TRUE(parent.wait());
     EXPECT_TRUE(shmpool::test::wait_for_exit(w1, 5s)) << "orphan worker " << w1;
     EXPECT_TRUE(shmpool::test::wait_for_exit(w2, 5s)) << "orphan worker " << w2;
     EXPECT_TRUE(shmpool::test::wait_for_removal(block, 5s)) << "the control block leaked";
+}
+
+INSTANTIATE_TEST_SUITE_P(BySignal, ParentDeath, ::testing::Values(SIGKILL, SIGINT, SIGTERM));
+
+TEST(Pool, ForEachIndexOverAGibibyteArray) {
+    auto array = SharedArray<double>::create((std::size_t{1} << 30) / sizeof(double));
+    shmpool::test::Unlinker u{array.name()};
+    Pool pool({.workers = 2});
+    pool.for_each_index(fill_task, array.size(), array.size() / 16, array.name());
+    for (std::size_t i = 0; i < array.size(); i += 4099) ASSERT_EQ(array[i], static_cast<double>(i) * 0.5) << i;
+    EXPECT_EQ(array[array.size() - 1], static_cast<double>(array.size() - 1) * 0.5);
 }
 
 TEST(Pool, AHardCancelKillsOnlyTheWorkerRunningTheTask) {
@@ -456,4 +473,11 @@ TEST(Pool, ImapRethrowsAFailedItemAtItsPosition) {
         EXPECT_EQ(e.message(), "odd: 3");
     }
     EXPECT_EQ(got, (std::vector<int>{0, 2}));
+}
+
+TEST(Pool, EachWorkerGetsItsShareOfTbbThreads) {
+    Pool one({.workers = 2, .threads_per_worker = 1});
+    EXPECT_EQ(one.submit(tbb_threads_task, 0).get(), 1);
+    Pool three({.workers = 1, .threads_per_worker = 3});
+    EXPECT_EQ(three.submit(tbb_threads_task, 0).get(), 3);
 }

@@ -89,6 +89,9 @@ struct PoolOptions {
     /// A task taking no arguments, run once in every worker before it takes work. If it throws,
     /// pool creation fails with its error (and a replacement worker is not retried forever).
     TaskName initializer{};
+    /// oneTBB threads a task may use inside one worker (tbb::global_control in each worker), so
+    /// that workers × threads do not oversubscribe the cores; 0: cores / workers, at least 1.
+    unsigned threads_per_worker = 0;
     /// Replace a worker after it ran this many items (0: never).
     std::size_t max_tasks_per_worker = 0;
     /// Replace a worker whose resident set grew past this many bytes, checked between chunks (0:
