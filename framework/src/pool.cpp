@@ -3,6 +3,7 @@
 // resolved item by item and the workers replaced.
 #include "shmpool/framework/pool.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -37,9 +38,24 @@ struct Job {
     std::string task;
     std::shared_ptr<detail::ResultSink> sink;
     detail::JobItems items;
-    std::unordered_map<std::size_t, int>
-        attempts;  // items whose worker died; supervisor thread only
+    // Items whose worker died, and the job's progress: the supervisor thread's alone.
+    std::unordered_map<std::size_t, int> attempts;
+    std::size_t settled = 0;
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::time_point last_report{};
 };
+
+// The ready-made progress bar: one line on stderr, redrawn in place.
+void draw_progress_bar(const Progress& p) {
+    constexpr int width = 30;
+    int filled = p.total ? static_cast<int>(width * p.done / p.total) : width;
+    std::string bar(static_cast<std::size_t>(filled), '#');
+    bar.resize(width, ' ');
+    fmt::print(stderr, "\r{} [{}] {}/{} {:.0f}/s ETA {:.0f}s ", p.task, bar, p.done, p.total,
+               p.rate, p.eta_seconds);
+    if (p.done == p.total) fmt::print(stderr, "\n");
+    std::fflush(stderr);
+}
 
 // A run of consecutive items of one job: the unit of dispatch.
 struct Chunk {
@@ -121,6 +137,10 @@ struct Pool::Impl {
     std::vector<std::pair<unsigned, unsigned>> deaths;  // (worker, generation)
     std::thread watcher;
     std::thread supervisor;
+    // Workers' stderr pipes, read by the watcher (which owns and closes them): fd -> prefix.
+    std::mutex pipes_mutex;
+    std::unordered_map<int, std::string> stderr_prefix;
+    std::unordered_map<int, std::string> stderr_partial;  // the watcher's alone
 
     std::atomic<std::size_t> done{0}, failed{0}, retries{0}, crashes{0}, respawns{0}, timeouts{0},
         cancelled{0}, recycled_tasks{0}, recycled_memory{0};
@@ -145,7 +165,28 @@ struct Pool::Impl {
         slot->init_failed.store(0);
         slot->worker_pid.store(0);
         slot->state.store(detail::slot_free, std::memory_order_seq_cst);
-        detail::WorkerProcess p(executable, env);
+        // Its stderr comes through a pipe, so that each line can be prefixed with its id.
+        int err[2] = {-1, -1};
+        if (::pipe2(err, O_CLOEXEC) != 0)
+            throw std::system_error(errno, std::generic_category(), "pipe2 failed");
+        std::optional<detail::WorkerProcess> started;
+        try {
+            started.emplace(executable, env, err[1]);
+        } catch (...) {
+            ::close(err[0]);
+            ::close(err[1]);
+            throw;
+        }
+        ::close(err[1]);
+        detail::WorkerProcess p = std::move(*started);
+        {
+            std::lock_guard lock(pipes_mutex);
+            stderr_prefix[err[0]] = fmt::format("[worker {} pid {}] ", w, p.pid());
+        }
+        epoll_event pipe_ev{};
+        pipe_ev.events = EPOLLIN;
+        pipe_ev.data.u64 = stderr_tag | static_cast<std::uint64_t>(err[0]);
+        ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, err[0], &pipe_ev);
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = (static_cast<std::uint64_t>(w) << 32) | (wk.generation + 1);
@@ -170,6 +211,10 @@ struct Pool::Impl {
             if (k < 0) return;
             for (int i = 0; i < k; ++i) {
                 if (events[i].data.u64 == UINT64_MAX) return;  // stop_fd
+                if (events[i].data.u64 & stderr_tag) {
+                    relay_stderr(static_cast<int>(events[i].data.u64 & 0xffffffffu));
+                    continue;
+                }
                 auto w = static_cast<unsigned>(events[i].data.u64 >> 32);
                 auto gen = static_cast<unsigned>(events[i].data.u64 & 0xffffffffu);
                 {
@@ -184,6 +229,58 @@ struct Pool::Impl {
                 deaths.emplace_back(w, gen);
             }
             ring();
+        }
+    }
+
+    static constexpr std::uint64_t stderr_tag = std::uint64_t{1} << 62;
+
+    // Copies a worker's stderr to ours, each complete line prefixed with the worker's id.
+    void relay_stderr(int fd) {
+        char buf[4096];
+        ssize_t got = ::read(fd, buf, sizeof buf);
+        std::string prefix;
+        {
+            std::lock_guard lock(pipes_mutex);
+            prefix = stderr_prefix[fd];
+        }
+        std::string& partial = stderr_partial[fd];
+        if (got > 0) partial.append(buf, static_cast<std::size_t>(got));
+        std::size_t start = 0;
+        std::string out;
+        for (std::size_t nl; (nl = partial.find('\n', start)) != std::string::npos;
+             start = nl + 1) {
+            out += prefix;
+            out.append(partial, start, nl + 1 - start);
+        }
+        partial.erase(0, start);
+        if (got <= 0 && !(got < 0 && (errno == EAGAIN || errno == EINTR))) {
+            if (!partial.empty())
+                out += prefix + partial + "\n";  // the last words of a dead worker
+            ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, nullptr);
+            ::close(fd);
+            stderr_partial.erase(fd);
+            std::lock_guard lock(pipes_mutex);
+            stderr_prefix.erase(fd);
+        }
+        if (!out.empty()) (void)!::write(STDERR_FILENO, out.data(), out.size());
+    }
+
+    // After the watcher stopped: what the dead workers wrote last, then their pipes closed.
+    void drain_stderr() {
+        std::vector<int> fds;
+        {
+            std::lock_guard lock(pipes_mutex);
+            for (const auto& [fd, prefix] : stderr_prefix)
+                fds.push_back(fd);
+        }
+        for (int fd : fds) {
+            while (true) {
+                {
+                    std::lock_guard lock(pipes_mutex);
+                    if (!stderr_prefix.count(fd)) break;
+                }
+                relay_stderr(fd);
+            }
         }
     }
 
@@ -211,6 +308,7 @@ struct Pool::Impl {
         }
         done += ok;
         failed += records.size() - ok;
+        note_progress(*chunk.job, records.size());
         detail::ResultSink& sink = *chunk.job->sink;
         for (std::size_t k = 0; k < records.size(); ++k) {
             const Record& r = records[k];
@@ -230,6 +328,27 @@ struct Pool::Impl {
         }
     }
 
+    // Reports a job's progress: at most every 100 ms, and at its end.
+    void note_progress(Job& job, std::size_t n) {
+        const bool bar = options.progress_bar && ::isatty(STDERR_FILENO);
+        if ((!options.on_progress && !bar) || job.items.size() < 2 || n == 0) return;
+        job.settled += n;
+        auto now = std::chrono::steady_clock::now();
+        if (job.settled < job.items.size() &&
+            now - job.last_report < std::chrono::milliseconds(100))
+            return;
+        job.last_report = now;
+        Progress p;
+        p.task = job.task;
+        p.done = job.settled;
+        p.total = job.items.size();
+        p.elapsed_seconds = std::chrono::duration<double>(now - job.started).count();
+        p.rate = p.elapsed_seconds > 0 ? static_cast<double>(p.done) / p.elapsed_seconds : 0;
+        p.eta_seconds = p.rate > 0 ? static_cast<double>(p.total - p.done) / p.rate : 0;
+        if (options.on_progress) options.on_progress(p);
+        if (bar) draw_progress_bar(p);
+    }
+
     void finish_items(std::size_t count) {
         std::lock_guard lock(queue_mutex);
         in_flight -= count;
@@ -238,6 +357,7 @@ struct Pool::Impl {
 
     void fail(const Chunk& chunk, std::size_t pos, std::exception_ptr e) {
         ++failed;
+        note_progress(*chunk.job, 1);
         chunk.job->sink->set_error(e, chunk.begin + pos);
     }
 
@@ -726,7 +846,10 @@ void Pool::enqueue(const std::string& task, detail::JobItems items,
                    std::shared_ptr<detail::ResultSink> sink, std::size_t chunksize) {
     Impl& m = *impl_;
     const std::size_t count = items.size();
-    auto job = std::make_shared<Job>(Job{task, std::move(sink), std::move(items), {}});
+    auto job = std::make_shared<Job>();
+    job->task = task;
+    job->sink = std::move(sink);
+    job->items = std::move(items);
     {
         std::lock_guard lock(m.queue_mutex);
         if (m.closed) throw PoolClosed();
@@ -763,7 +886,8 @@ void Pool::join() {
     std::uint64_t one = 1;
     (void)!::write(m.stop_fd, &one, sizeof one);
     if (m.watcher.joinable()) m.watcher.join();
-    m.workers.clear();
+    m.workers.clear();  // kills and reaps any worker left, so their pipes reach EOF
+    m.drain_stderr();
     if (m.epoll_fd >= 0) ::close(m.epoll_fd);
     if (m.stop_fd >= 0) ::close(m.stop_fd);
     m.epoll_fd = m.stop_fd = -1;
@@ -806,6 +930,7 @@ void Pool::terminate() {
         (void)!::write(m.stop_fd, &one, sizeof one);
         if (m.watcher.joinable()) m.watcher.join();
         m.workers.clear();
+        m.drain_stderr();
         ::close(m.epoll_fd);
         ::close(m.stop_fd);
         m.epoll_fd = m.stop_fd = -1;

@@ -1,9 +1,9 @@
 // The worker side of the pool: attach the control block once, then run chunks from its slot.
 #include <cxxabi.h>
-#include <tbb/global_control.h>
 #include <fmt/format.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
+#include <tbb/global_control.h>
 #include <time.h>
 #include <unistd.h>
 

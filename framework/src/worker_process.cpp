@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/process/v2/environment.hpp>
 #include <boost/process/v2/process.hpp>
+#include <boost/process/v2/stdio.hpp>
 // Boost 1.81's header-only mode never includes the definition of
 // process_environment::on_setup; this translation unit, alone in the project, provides it.
 #include <fmt/format.h>
@@ -43,7 +44,8 @@ struct WorkerSetup {
 
 }  // namespace
 
-WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<std::string>& env) {
+WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<std::string>& env,
+                             int stderr_fd) {
     std::vector<std::string> full;
     for (char** e = environ; *e; ++e) {
         std::string entry = *e;
@@ -56,7 +58,7 @@ WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<st
     boost::asio::io_context ctx;
     boost::system::error_code ec;
     bp::process proc(ctx, executable, std::vector<std::string>{}, bp::process_environment(full),
-                     WorkerSetup{::getpid()});
+                     bp::process_stdio{{}, {}, stderr_fd}, WorkerSetup{::getpid()});
     pid_ = proc.id();
     proc.detach();  // reaped here, through the pidfd, not by Boost
     pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));

@@ -20,7 +20,9 @@ class WorkerProcess {
   public:
     /// Starts `executable` with `env` added to this environment; the child gets SIGKILL when the
     /// calling thread dies (PR_SET_PDEATHSIG) and runs in its own process group.
-    WorkerProcess(const std::string& executable, const std::vector<std::string>& env);
+    /// Its stderr goes to `stderr_fd` (this process's own by default).
+    WorkerProcess(const std::string& executable, const std::vector<std::string>& env,
+                  int stderr_fd = 2);
     WorkerProcess(WorkerProcess&& other) noexcept;
     WorkerProcess& operator=(WorkerProcess&& other) noexcept;
     WorkerProcess(const WorkerProcess&) = delete;

@@ -3,8 +3,8 @@
 #include "shmpool/framework/pool.hpp"
 
 #include <gtest/gtest.h>
-#include <tbb/global_control.h>
 #include <signal.h>
+#include <tbb/global_control.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <numeric>
 #include <ranges>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -130,7 +131,9 @@ int hog(int mb) {
 }
 SHMPOOL_TASK(hog_task, hog);
 
-int tbb_threads(int) { return tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism); }
+int tbb_threads(int) {
+    return tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism);
+}
 SHMPOOL_TASK(tbb_threads_task, tbb_threads);
 
 std::vector<int> iota(int n) {
@@ -368,7 +371,8 @@ TEST(Pool, ForEachIndexOverAGibibyteArray) {
     shmpool::test::Unlinker u{array.name()};
     Pool pool({.workers = 2});
     pool.for_each_index(fill_task, array.size(), array.size() / 16, array.name());
-    for (std::size_t i = 0; i < array.size(); i += 4099) ASSERT_EQ(array[i], static_cast<double>(i) * 0.5) << i;
+    for (std::size_t i = 0; i < array.size(); i += 4099)
+        ASSERT_EQ(array[i], static_cast<double>(i) * 0.5) << i;
     EXPECT_EQ(array[array.size() - 1], static_cast<double>(array.size() - 1) * 0.5);
 }
 
@@ -480,4 +484,25 @@ TEST(Pool, EachWorkerGetsItsShareOfTbbThreads) {
     EXPECT_EQ(one.submit(tbb_threads_task, 0).get(), 1);
     Pool three({.workers = 1, .threads_per_worker = 3});
     EXPECT_EQ(three.submit(tbb_threads_task, 0).get(), 3);
+}
+
+TEST(Pool, ProgressIsReportedUpToTheEndOfAJob) {
+    std::vector<shmpool::Progress> seen;
+    Pool pool(
+        {.workers = 2, .on_progress = [&](const shmpool::Progress& p) { seen.push_back(p); }});
+    pool.map(square_task, iota(1000), 10);
+    ASSERT_FALSE(seen.empty());
+    EXPECT_EQ(seen.back().done, 1000u);
+    EXPECT_EQ(seen.back().total, 1000u);
+    EXPECT_EQ(seen.back().task, "square_task");
+    for (std::size_t i = 1; i < seen.size(); ++i)
+        EXPECT_GE(seen[i].done, seen[i - 1].done);
+}
+
+TEST(Pool, WorkerStderrLinesArePrefixedWithTheWorkersId) {
+    auto r = shmpool::test::run_process({shmpool::test::pool_child_path(), "say", "hello there"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::regex line(
+        R"(\[worker 0 pid \d+\] hello there\n\[worker 0 pid \d+\] and a last line without newline\n)");
+    EXPECT_TRUE(std::regex_search(r.err, line)) << r.err;
 }

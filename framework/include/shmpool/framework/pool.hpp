@@ -51,6 +51,16 @@ struct WorkerEvent {
     std::string reason;               ///< "crashed", "timeout", "cancelled", "shutdown"
 };
 
+/// Progress of a map-style job (map, starmap, for_each_index, imap chunks count separately).
+struct Progress {
+    std::string task;
+    std::size_t done = 0;  ///< items settled (results and failures)
+    std::size_t total = 0;
+    double elapsed_seconds = 0;
+    double rate = 0;         ///< items per second so far
+    double eta_seconds = 0;  ///< at that rate
+};
+
 struct PoolStats {
     std::size_t tasks_done = 0;    ///< items that produced a result
     std::size_t tasks_failed = 0;  ///< items that failed (TaskError, WorkerCrashed, TaskTimeout)
@@ -89,6 +99,11 @@ struct PoolOptions {
     /// A task taking no arguments, run once in every worker before it takes work. If it throws,
     /// pool creation fails with its error (and a replacement worker is not retried forever).
     TaskName initializer{};
+    /// Called with the progress of every job of more than one item, at most every 100 ms and
+    /// once at its end, on the pool's supervisor thread (keep it short).
+    std::function<void(const Progress&)> on_progress{};
+    /// Draw a progress bar for such jobs on stderr, when stderr is a terminal.
+    bool progress_bar = false;
     /// oneTBB threads a task may use inside one worker (tbb::global_control in each worker), so
     /// that workers × threads do not oversubscribe the cores; 0: cores / workers, at least 1.
     unsigned threads_per_worker = 0;
