@@ -107,7 +107,9 @@ def main():
     row("for_each_index, 1 GiB float64, 2 workers (vs tbb::parallel_for, 2 threads)",
         "pool_for_each_index_1gib/iterations:5", "tbb_floor",
         target=lambda o, c, r: (r / o >= 0.9, f"{100 * r / o:.0f}% of TBB (≥ 90%)"))
-    row("Pool start-up + shutdown, 2 workers", "pool_startup_2_workers",
+    row("Worker SIGKILLed: death to WorkerCrashed in get()", "pool_crash_surfaced/iterations:50/manual_time",
+        target=lambda o, c, r: (o <= 3e6, f"{o / 1e6:.2f} ms (≤ 3 ms); CPython's Pool hangs forever"))
+    row("Pool start-up + shutdown, 2 workers", "pool_startup_2_workers/256",
         target=lambda o, c, r: (o <= 2e6, f"{o / 1e6:.1f} ms (≤ 2 ms); CPython spawn {c / 1e6:.0f} ms"))
 
     header = ["operation", "shmpool", f"CPython {py['python']}", "raw / floor", "CPython / shmpool",

@@ -89,7 +89,7 @@ std::size_t resident_bytes(pid_t pid) {
     return got == 2 ? resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)) : 0;
 }
 
-constexpr int supervisor_spin_rounds = 4000;
+constexpr int supervisor_spin_rounds = 300;  // a short spin: with 2 cores, longer spins starve the worker
 
 std::exception_ptr task_error(const std::string& task, const std::string& payload) {
     try {

@@ -91,7 +91,7 @@ struct PoolOptions {
     /// After SIGTERM, how long a worker has before SIGKILL.
     std::chrono::milliseconds kill_grace{200};
     /// Bytes of arguments, and of results, one chunk may carry (per worker, each way).
-    std::size_t slot_bytes = std::size_t{1} << 20;
+    std::size_t slot_bytes = std::size_t{256} << 10;
     /// The worker program (it must call shmpool::init); default: this program.
     std::string worker_executable{};
     /// Called (on the pool's supervisor thread) for every worker that dies or is killed.
