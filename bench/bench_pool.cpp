@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "shmpool/framework/pool.hpp"
@@ -56,6 +57,17 @@ void pool_submit_get(benchmark::State& state) {
     shmpool::Pool pool({.workers = 1});
     for (auto _ : state)
         benchmark::DoNotOptimize(pool.submit(nothing_task, 1).get());
+}
+
+// The same with every thread asleep first (a pause longer than any spin before each call).
+void pool_submit_get_asleep(benchmark::State& state) {
+    shmpool::Pool pool({.workers = 1});
+    for (auto _ : state) {
+        state.PauseTiming();
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));  // lets every spinner fall asleep
+        state.ResumeTiming();
+        benchmark::DoNotOptimize(pool.submit(nothing_task, 1).get());
+    }
 }
 
 void pool_map_chunksize_1(benchmark::State& state) {
@@ -175,6 +187,7 @@ void raw_futex_ping_pong(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(pool_submit_get)->UseRealTime();
+BENCHMARK(pool_submit_get_asleep)->UseRealTime()->Iterations(300);
 BENCHMARK(raw_futex_ping_pong)->Args({0, 0})->Args({0, 1})->Args({1, 0})->UseRealTime();
 BENCHMARK(pool_map_chunksize_1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pool_map_default_chunks)->UseRealTime()->Unit(benchmark::kMillisecond);
