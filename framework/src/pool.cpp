@@ -89,7 +89,8 @@ std::size_t resident_bytes(pid_t pid) {
     return got == 2 ? resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)) : 0;
 }
 
-constexpr int supervisor_spin_rounds = 300;  // a short spin: with 2 cores, longer spins starve the worker
+constexpr int supervisor_spin_rounds =
+    300;  // a short spin: with 2 cores, longer spins starve the worker
 
 std::exception_ptr task_error(const std::string& task, const std::string& payload) {
     try {
@@ -263,6 +264,28 @@ struct Pool::Impl {
             stderr_prefix.erase(fd);
         }
         if (!out.empty()) (void)!::write(STDERR_FILENO, out.data(), out.size());
+    }
+
+    // The end of the pool, once the supervisor is gone: stops the watcher, kills and reaps any
+    // worker left (so their stderr pipes reach EOF), relays their last words, removes the block.
+    void teardown() {
+        std::uint64_t one = 1;
+        (void)!::write(stop_fd, &one, sizeof one);
+        if (watcher.joinable()) watcher.join();
+        workers.clear();
+        drain_stderr();
+        if (epoll_fd >= 0) ::close(epoll_fd);
+        if (stop_fd >= 0) ::close(stop_fd);
+        epoll_fd = stop_fd = -1;
+        joined = true;
+        if (block.is_open()) {
+            try {
+                block.unlink();
+            } catch (const std::system_error&) {
+                // already removed, e.g. by the tracker after a crash of ours
+            }
+            block.close();
+        }
     }
 
     // After the watcher stopped: what the dead workers wrote last, then their pipes closed.
@@ -883,22 +906,7 @@ void Pool::join() {
     }
     m.ring();
     if (m.supervisor.joinable()) m.supervisor.join();
-    std::uint64_t one = 1;
-    (void)!::write(m.stop_fd, &one, sizeof one);
-    if (m.watcher.joinable()) m.watcher.join();
-    m.workers.clear();  // kills and reaps any worker left, so their pipes reach EOF
-    m.drain_stderr();
-    if (m.epoll_fd >= 0) ::close(m.epoll_fd);
-    if (m.stop_fd >= 0) ::close(m.stop_fd);
-    m.epoll_fd = m.stop_fd = -1;
-    m.joined = true;
-    if (m.block.is_open()) {
-        try {
-            m.block.unlink();
-        } catch (const std::system_error&) {
-        }
-        m.block.close();
-    }
+    m.teardown();
 }
 
 void Pool::terminate() {
@@ -926,22 +934,7 @@ void Pool::terminate() {
         m.ring();
         join();
     } else {
-        std::uint64_t one = 1;
-        (void)!::write(m.stop_fd, &one, sizeof one);
-        if (m.watcher.joinable()) m.watcher.join();
-        m.workers.clear();
-        m.drain_stderr();
-        ::close(m.epoll_fd);
-        ::close(m.stop_fd);
-        m.epoll_fd = m.stop_fd = -1;
-        m.joined = true;
-        if (m.block.is_open()) {
-            try {
-                m.block.unlink();
-            } catch (const std::system_error&) {
-            }
-            m.block.close();
-        }
+        m.teardown();  // no supervisor yet: the constructor failed
     }
 }
 

@@ -94,11 +94,8 @@ struct Pipe {
     }
 };
 
-}  // namespace
-
-ProcessResult run_process(const std::vector<std::string>& argv, const std::string& input,
-                          std::chrono::milliseconds timeout) {
-    Pipe in, out, err;
+// Starts argv with the pipes' ends as its stdin, stdout and stderr.
+pid_t spawn(const std::vector<std::string>& argv, char** envp, Pipe& in, Pipe& out, Pipe& err) {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, in.fd[0], 0);
@@ -109,9 +106,18 @@ ProcessResult run_process(const std::vector<std::string>& argv, const std::strin
         args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     pid_t pid = -1;
-    int rc = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+    int rc = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), envp);
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) throw std::system_error(rc, std::generic_category(), "posix_spawnp " + argv[0]);
+    return pid;
+}
+
+}  // namespace
+
+ProcessResult run_process(const std::vector<std::string>& argv, const std::string& input,
+                          std::chrono::milliseconds timeout) {
+    Pipe in, out, err;
+    pid_t pid = spawn(argv, environ, in, out, err);
     in.close_end(0);
     out.close_end(1);
     err.close_end(1);
@@ -179,11 +185,6 @@ bool poll_one(int fd, std::chrono::milliseconds timeout) {
 
 Child::Child(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
     Pipe in, out, err;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, in.fd[0], 0);
-    posix_spawn_file_actions_adddup2(&actions, out.fd[1], 1);
-    posix_spawn_file_actions_adddup2(&actions, err.fd[1], 2);
     std::vector<std::string> envs;
     for (char** e = environ; *e; ++e) {
         std::string entry = *e;
@@ -199,13 +200,7 @@ Child::Child(const std::vector<std::string>& argv, const std::vector<std::string
     for (auto& e : envs)
         envp.push_back(e.data());
     envp.push_back(nullptr);
-    std::vector<char*> args;
-    for (const auto& a : argv)
-        args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    int rc = ::posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) throw std::system_error(rc, std::generic_category(), "posix_spawnp " + argv[0]);
+    pid_ = spawn(argv, envp.data(), in, out, err);
     pidfd_ = pidfd_open(pid_);
     in_ = std::exchange(in.fd[1], -1);
     out_ = std::exchange(out.fd[0], -1);
