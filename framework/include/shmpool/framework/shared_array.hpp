@@ -17,6 +17,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "shmpool/shm/block_info.hpp"
 #include "shmpool/shm/shared_memory.hpp"
 
 namespace shmpool {
@@ -74,7 +75,8 @@ class SharedArray {
   private:
     static std::uint64_t block_inode(std::string_view name) {
         struct ::stat st {};
-        std::string path = "/dev/shm/" + std::string(name.starts_with('/') ? name.substr(1) : name);
+        std::string path = std::string(shm_directory()) + "/" +
+                           std::string(name.starts_with('/') ? name.substr(1) : name);
         return ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
     }
 
