@@ -333,22 +333,43 @@ struct Pool::Impl {
         failed += records.size() - ok;
         note_progress(*chunk.job, records.size());
         detail::ResultSink& sink = *chunk.job->sink;
+        // Runs of successful results go to the sink in one call; failures one by one.
+        std::vector<std::pair<const char*, std::uint32_t>> run;
+        run.reserve(records.size());
+        std::size_t run_first = 0;
+        auto flush = [&] {
+            if (run.empty()) return;
+            try {
+                sink.set_values(run.data(), run.size(), chunk.begin + from + run_first);
+            } catch (...) {
+                // A result that does not decode fails its item, never the pool. The run is
+                // settled again one by one (set_values settles nothing when it throws).
+                for (std::size_t k = 0; k < run.size(); ++k) {
+                    const std::size_t index = chunk.begin + from + run_first + k;
+                    try {
+                        Reader reader(run[k].first, run[k].second);
+                        sink.set_value(reader, index);
+                    } catch (...) {
+                        --done;
+                        ++failed;
+                        sink.set_error(std::current_exception(), index);
+                    }
+                }
+            }
+            run.clear();
+        };
         for (std::size_t k = 0; k < records.size(); ++k) {
             const Record& r = records[k];
-            const std::size_t index = chunk.begin + from + k;
-            try {
-                if (r.kind == detail::record_value) {
-                    Reader reader(r.bytes, r.len);
-                    sink.set_value(reader, index);
-                } else {
-                    sink.set_error(task_error(chunk.job->task, std::string(r.bytes, r.len)), index);
-                }
-            } catch (...) {  // a result that does not decode fails its item, never the pool
-                --done;
-                ++failed;
-                sink.set_error(std::current_exception(), index);
+            if (r.kind == detail::record_value) {
+                if (run.empty()) run_first = k;
+                run.emplace_back(r.bytes, r.len);
+                continue;
             }
+            flush();
+            sink.set_error(task_error(chunk.job->task, std::string(r.bytes, r.len)),
+                           chunk.begin + from + k);
         }
+        flush();
     }
 
     // Reports a job's progress: at most every 100 ms, and at its end.

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "shmpool/framework/codec.hpp"
 #include "shmpool/framework/errors.hpp"
@@ -30,6 +31,15 @@ class ResultSink {
     virtual bool cancelled(std::size_t /*index*/) const noexcept { return false; }
     /// Marks the item dispatched (it can no longer be cancelled); false if it was cancelled.
     virtual bool start(std::size_t /*index*/) noexcept { return true; }
+    /// Decodes a run of successful results for items first, first + 1, ...; sinks override it to
+    /// settle a whole chunk at once.
+    virtual void set_values(const std::pair<const char*, std::uint32_t>* results, std::size_t n,
+                            std::size_t first) {
+        for (std::size_t k = 0; k < n; ++k) {
+            Reader r(results[k].first, results[k].second);
+            set_value(r, first + k);
+        }
+    }
     /// Whether the caller asked to kill the item's worker (a hard cancel of a running task).
     virtual bool kill_requested() const noexcept { return false; }
 };

@@ -135,6 +135,16 @@ class MapState : public ResultSink {
         errors_[i] = e;
         done();
     }
+    void set_values(const std::pair<const char*, std::uint32_t>* results, std::size_t n,
+                    std::size_t first) override {
+        if constexpr (!std::is_void_v<R>) {
+            for (std::size_t k = 0; k < n; ++k) {
+                Reader r(results[k].first, results[k].second);
+                results_[first + k].emplace(Codec<R>::decode(r));
+            }
+        }
+        done(n);  // one synchronisation for the whole run
+    }
     /// Waits for every item; rethrows the error of the lowest failed index.
     auto collect() {
         {
@@ -154,8 +164,8 @@ class MapState : public ResultSink {
     }
 
   private:
-    void done() {
-        if (left_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    void done(std::size_t n = 1) {
+        if (left_.fetch_sub(n, std::memory_order_acq_rel) == n) {
             std::lock_guard lock(mutex_);
             cv_.notify_all();
         }
