@@ -10,6 +10,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/process/v2/environment.hpp>
+#include <boost/process/v2/posix/vfork_launcher.hpp>
 #include <boost/process/v2/process.hpp>
 #include <boost/process/v2/stdio.hpp>
 // Boost 1.81's header-only mode never includes the definition of
@@ -40,6 +41,20 @@ struct WorkerSetup {
         ::setpgid(0, 0);                        // a terminal's Ctrl-C is the parent's to handle
         return {};
     }
+    // After a failed exec in the vfork child. Boost would call exit(), running the parent's
+    // atexit handlers in the memory the child shares with it; the error is already in the
+    // launcher (shared too), so leave at once.
+    template <class Launcher>
+    void on_exec_error(Launcher&, const bp::filesystem::path&, const char* const*,
+                       const boost::system::error_code&) {
+        ::_exit(127);
+    }
+    // Boost 1.81 detects the hook with this (mistaken) five-argument form; never called.
+    template <class Launcher>
+    void on_exec_error(Launcher&, const boost::system::error_code&, const bp::filesystem::path&,
+                       const char* const*, const boost::system::error_code&) {
+        ::_exit(127);
+    }
 };
 
 }  // namespace
@@ -57,8 +72,16 @@ WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<st
     full.insert(full.end(), env.begin(), env.end());
     boost::asio::io_context ctx;
     boost::system::error_code ec;
-    bp::process proc(ctx, executable, std::vector<std::string>{}, bp::process_environment(full),
-                     bp::process_stdio{{}, {}, stderr_fd}, WorkerSetup{::getpid()});
+    // vfork: no copy of this process's page tables (a parent with big mappings spawns as fast as
+    // a small one), and exec failures come back through the shared memory as errors.
+    bp::posix::vfork_launcher launcher;
+    bp::process proc = launcher(ctx.get_executor(), ec, executable, std::vector<std::string>{},
+                                bp::process_environment(full), bp::process_stdio{{}, {}, stderr_fd},
+                                WorkerSetup{::getpid()});
+    if (ec) {
+        throw std::system_error(ec.value(), std::generic_category(),
+                                fmt::format("cannot start pool worker '{}'", executable));
+    }
     pid_ = proc.id();
     proc.detach();  // reaped here, through the pidfd, not by Boost
     pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));

@@ -506,3 +506,13 @@ TEST(Pool, WorkerStderrLinesArePrefixedWithTheWorkersId) {
         R"(\[worker 0 pid \d+\] hello there\n\[worker 0 pid \d+\] and a last line without newline\n)");
     EXPECT_TRUE(std::regex_search(r.err, line)) << r.err;
 }
+
+TEST(Pool, AWorkerExecutableThatCannotRunIsAClearError) {
+    try {
+        Pool pool({.workers = 1, .worker_executable = "/nonexistent/worker"});
+        ADD_FAILURE() << "the pool started";
+    } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), std::errc::no_such_file_or_directory);
+        EXPECT_NE(std::string(e.what()).find("/nonexistent/worker"), std::string::npos) << e.what();
+    }
+}
