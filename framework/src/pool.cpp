@@ -402,7 +402,7 @@ struct Pool::Impl {
     void fail(const Chunk& chunk, std::size_t pos, std::exception_ptr e) {
         ++failed;
         note_progress(*chunk.job, 1);
-        chunk.job->sink->set_error(e, chunk.begin + pos);
+        chunk.job->sink->set_error(std::move(e), chunk.begin + pos);
     }
 
     bool harvest() {
@@ -784,7 +784,7 @@ struct Pool::Impl {
 };
 
 Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
-    if (const char* role = std::getenv("SHMPOOL_ROLE");
+    if (const char* role = std::getenv("SHMPOOL_ROLE");  // NOLINT(concurrency-mt-unsafe): read-only
         role && std::string_view(role) == "worker") {
         throw std::logic_error(
             "a pool worker tried to create a Pool: call shmpool::init(argc, argv) at the top of "

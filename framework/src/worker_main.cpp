@@ -122,6 +122,8 @@ void run_chunk(const ControlView& view, unsigned w) {
 
 }  // namespace
 
+// Runs at the top of main(), before the program starts any thread: getenv/unsetenv are safe here.
+// NOLINTBEGIN(concurrency-mt-unsafe)
 int worker_main() {
     const char* block = std::getenv("SHMPOOL_POOL");
     const char* index = std::getenv("SHMPOOL_WORKER");
@@ -184,13 +186,15 @@ int worker_main() {
         run_chunk(view, w);
     }
 }
+// NOLINTEND(concurrency-mt-unsafe)
 
 }  // namespace shmpool::detail
 
 namespace shmpool {
 
 void init(int /*argc*/, char** /*argv*/) {
-    const char* role = std::getenv("SHMPOOL_ROLE");
+    const char* role =
+        std::getenv("SHMPOOL_ROLE");  // NOLINT(concurrency-mt-unsafe): see worker_main
     if (role == nullptr || std::string_view(role) != "worker") return;
     int status = 2;
     try {
@@ -198,7 +202,7 @@ void init(int /*argc*/, char** /*argv*/) {
     } catch (const std::exception& e) {
         fmt::print(stderr, "shmpool worker {}: {}\n", ::getpid(), e.what());
     }
-    std::exit(status);
+    std::exit(status);  // NOLINT(concurrency-mt-unsafe): the worker is single-threaded
 }
 
 }  // namespace shmpool

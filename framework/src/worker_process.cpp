@@ -6,7 +6,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <unistd.h>
+#include <unistd.h>  // environ
 
 #include <boost/asio/io_context.hpp>
 #include <boost/process/v2/environment.hpp>
@@ -21,8 +21,6 @@
 #include <cerrno>
 #include <system_error>
 #include <utility>
-
-extern char** environ;
 
 namespace shmpool::detail {
 namespace {

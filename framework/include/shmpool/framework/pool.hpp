@@ -266,7 +266,7 @@ class Pool {
     template <auto Fn, class... A>
     void for_each_index(const Task<Fn>& task, std::size_t n, std::size_t grain,
                         const A&... leading) {
-        if (grain == 0) grain = std::max<std::size_t>(1, n / (4 * size()));
+        if (grain == 0) grain = std::max<std::size_t>(1, n / (std::size_t{4} * size()));
         detail::JobItems items;
         for (std::size_t b = 0; b < n; b += grain)
             items.add<Fn>(leading..., b, std::min(n, b + grain));
@@ -288,11 +288,14 @@ class Pool {
 
   private:
     template <auto Fn>
-    auto run_job(const Task<Fn>& task, detail::JobItems items, std::size_t chunksize) {
+    auto run_job(const Task<Fn>& task,
+                 detail::JobItems items,  // NOLINT(performance-unnecessary-value-param): moved
+                 std::size_t chunksize) {
         using R = typename Task<Fn>::Result;
         auto state = std::make_shared<detail::MapState<R>>(items.size());
         if (chunksize == 0)
-            chunksize = std::max<std::size_t>(1, (items.size() + 4 * size() - 1) / (4 * size()));
+            chunksize = std::max<std::size_t>(
+                1, (items.size() + std::size_t{4} * size() - 1) / (std::size_t{4} * size()));
         if (!items.empty()) enqueue(task.name(), std::move(items), state, chunksize);
         return state->collect();
     }
@@ -323,13 +326,13 @@ class ResultStream {
           view_(std::move(view)),
           it_(std::ranges::begin(view_)),
           chunksize_(std::max<std::size_t>(1, chunksize)),
-          window_items_((window ? window : 2 * pool.size()) * chunksize_),
+          window_items_((window ? window : std::size_t{2} * pool.size()) * chunksize_),
           ordered_(ordered),
           state_(std::make_shared<State>()) {}
     ResultStream(ResultStream&&) = delete;  // iterators point at it
     ResultStream(const ResultStream&) = delete;
 
-    class iterator {
+    class iterator {  // NOLINT(readability-identifier-naming): the standard's name for it
       public:
         using value_type = R;
         using difference_type = std::ptrdiff_t;
