@@ -185,7 +185,13 @@ void raw_futex_ping_pong(benchmark::State& state) {
         }
     }
     std::uint32_t seen = 0;
+    const bool idle_first = state.range(2) == 1;  // as pool_submit_get_asleep: 2 ms idle before each
     for (auto _ : state) {
+        if (idle_first) {
+            state.PauseTiming();
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            state.ResumeTiming();
+        }
         wake(ping);
         wait(pong, seen++);
     }
@@ -204,7 +210,8 @@ void raw_futex_ping_pong(benchmark::State& state) {
 
 BENCHMARK(pool_submit_get)->UseRealTime();
 BENCHMARK(pool_submit_get_asleep)->UseRealTime()->Iterations(300);
-BENCHMARK(raw_futex_ping_pong)->Args({0, 0})->Args({0, 1})->Args({1, 0})->UseRealTime();
+BENCHMARK(raw_futex_ping_pong)->Args({0, 0, 0})->Args({0, 1, 0})->Args({1, 0, 0})->UseRealTime();
+BENCHMARK(raw_futex_ping_pong)->Args({0, 0, 1})->UseRealTime()->Iterations(300);
 BENCHMARK(pool_map_chunksize_1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pool_map_default_chunks)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pool_for_each_index_1gib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);

@@ -44,6 +44,7 @@ struct alignas(64) ControlHeader {
     std::uint32_t slot_bytes;
     std::atomic<std::uint32_t> parent_bell;  // bumped for the supervisor; its futex
     std::atomic<std::uint32_t> parent_sleeping;
+    std::atomic<std::uint32_t> helpers;  // parent threads spinning in Future::get(), harvesting
     std::uint32_t timeouts;            // 1: workers stamp each item's start (a clock read per item)
     char initializer[128];             // task run once by each worker before it takes work, or ""
     std::uint32_t threads_per_worker;  // oneTBB parallelism allowed in each worker

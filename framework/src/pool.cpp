@@ -89,6 +89,9 @@ std::size_t resident_bytes(pid_t pid) {
     return got == 2 ? resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)) : 0;
 }
 
+// How long a Future::get() spins, harvesting, before it sleeps: longer than waking a sleeping
+// worker on another core (tens of µs here), short next to any task worth a process.
+constexpr std::uint64_t assist_ns = 100'000;
 constexpr int supervisor_spin_rounds =
     300;  // a short spin: with 2 cores, longer spins starve the worker
 
@@ -142,6 +145,42 @@ struct Pool::Impl {
     std::mutex pipes_mutex;
     std::unordered_map<int, std::string> stderr_prefix;
     std::unordered_map<int, std::string> stderr_partial;  // the watcher's alone
+
+    // Guards the slots and the workers' chunks. The supervisor takes it for each round of work;
+    // other threads only ever try it (dispatch from submit, harvest from Future::get), so a
+    // callback that submits work can never deadlock on it.
+    std::atomic_flag slots_busy = ATOMIC_FLAG_INIT;
+    bool try_lock_slots() noexcept { return !slots_busy.test_and_set(std::memory_order_acquire); }
+    void lock_slots() noexcept {
+        while (slots_busy.test_and_set(std::memory_order_acquire)) __builtin_ia32_pause();
+    }
+    void unlock_slots() noexcept { slots_busy.clear(std::memory_order_release); }
+    bool any_slot_done() const noexcept {
+        for (unsigned w = 0; w < n; ++w) {
+            if (view.slot(w)->state.load(std::memory_order_seq_cst) == detail::slot_done) return true;
+        }
+        return false;
+    }
+
+    // A thread waiting in Future::get() spins for a while, harvesting results itself, which saves
+    // the round trip through the supervisor thread; then it hands back to the supervisor.
+    void assist(const std::function<bool()>& ready) {
+        detail::ControlHeader* h = view.header();
+        h->helpers.fetch_add(1, std::memory_order_seq_cst);
+        const std::uint64_t until = detail::monotonic_ns() + assist_ns;
+        for (unsigned i = 0; !ready(); ++i) {
+            if (any_slot_done() && try_lock_slots()) {
+                harvest();
+                dispatch();
+                unlock_slots();
+            }
+            __builtin_ia32_pause();
+            if (i % 64 == 63 && detail::monotonic_ns() > until) break;
+        }
+        h->helpers.fetch_sub(1, std::memory_order_seq_cst);
+        // A worker that finished while we helped did not wake the supervisor: do it now.
+        if (any_slot_done()) ring();
+    }
 
     std::atomic<std::size_t> done{0}, failed{0}, retries{0}, crashes{0}, respawns{0}, timeouts{0},
         cancelled{0}, recycled_tasks{0}, recycled_memory{0};
@@ -752,13 +791,16 @@ struct Pool::Impl {
         detail::ControlHeader* h = view.header();
         for (;;) {
             std::uint32_t seen = h->parent_bell.load(std::memory_order_seq_cst);
+            lock_slots();
             bool progress = handle_deaths();
             progress |= harvest();
             progress |= dispatch();
             check_cancels();
             std::uint64_t next = check_timeouts();
             begin_shutdown_if_idle();
-            if (finished_stopping()) return;
+            bool finished = finished_stopping();
+            unlock_slots();
+            if (finished) return;
             if (progress) continue;
             for (int i = 0; i < supervisor_spin_rounds &&
                             h->parent_bell.load(std::memory_order_acquire) == seen;
@@ -901,7 +943,22 @@ void Pool::enqueue(const std::string& task, detail::JobItems items,
             m.queue.push_back(Chunk{job, i, std::min(count, i + chunksize)});
         m.in_flight += count;
     }
-    m.ring();
+    // Straight into a free slot when nobody else is at the slots: no hop through the supervisor.
+    bool all_dispatched = false;
+    if (m.try_lock_slots()) {
+        m.dispatch();
+        m.unlock_slots();
+        std::lock_guard lock(m.queue_mutex);
+        all_dispatched = m.queue.empty();
+    }
+    // The supervisor still learns of it when it must: queued work left, or a deadline to watch.
+    if (!all_dispatched || m.options.task_timeout.count() > 0) m.ring();
+}
+
+std::function<void(const std::function<bool()>&)> Pool::assist_function() {
+    return [self = impl_->self](const std::function<bool()>& ready) {
+        if (Impl* m = self->load()) m->assist(ready);
+    };
 }
 
 std::function<void()> Pool::wake_function() {

@@ -51,9 +51,13 @@ std::string demangled(const char* name) {
     return out;
 }
 
+// After a state change the parent must see: the supervisor is woken unless a thread of the
+// parent is spinning on the slots (it harvests; and it wakes the supervisor when it stops).
 void wake_parent(ControlHeader* h) {
-    h->parent_bell.fetch_add(1, std::memory_order_acq_rel);
-    if (h->parent_sleeping.load(std::memory_order_acquire)) futex_wake(&h->parent_bell, 1);
+    h->parent_bell.fetch_add(1, std::memory_order_seq_cst);
+    if (h->parent_sleeping.load(std::memory_order_seq_cst) && h->helpers.load(std::memory_order_seq_cst) == 0) {
+        futex_wake(&h->parent_bell, 1);
+    }
 }
 
 // Appends one result record; false if the response area is full.
@@ -116,7 +120,7 @@ void run_chunk(const ControlView& view, unsigned w) {
         slot->response_bytes.store(used, std::memory_order_release);
         slot->completed.store(i + 1, std::memory_order_release);
     }
-    slot->state.store(slot_done, std::memory_order_release);
+    slot->state.store(slot_done, std::memory_order_seq_cst);
     wake_parent(view.header());
 }
 

@@ -79,9 +79,12 @@ class FutureState : public ResultSink {
     }
     bool kill_requested() const noexcept override { return kill_.load(std::memory_order_acquire); }
     void set_wake(std::function<void()> wake) { wake_ = std::move(wake); }
+    void set_assist(std::function<void(const std::function<bool()>&)> assist) { assist_ = std::move(assist); }
 
     bool ready() const noexcept { return ready_.load(std::memory_order_acquire); }
     void wait() {
+        if (ready()) return;
+        if (assist_) assist_([this] { return ready(); });  // harvest it ourselves, briefly
         if (ready()) return;
         std::unique_lock lock(mutex_);
         cv_.wait(lock, [&] { return ready(); });
@@ -118,6 +121,7 @@ class FutureState : public ResultSink {
     std::atomic<int> stage_{pending_stage};
     std::atomic<bool> kill_{false};
     std::function<void()> wake_;
+    std::function<void(const std::function<bool()>&)> assist_;
     std::conditional_t<std::is_void_v<T>, std::optional<int>, std::optional<T>> value_;
     std::exception_ptr error_;
 };

@@ -212,6 +212,7 @@ class Pool {
         using R = typename Task<Fn>::Result;
         auto state = std::make_shared<detail::FutureState<R>>(task.name());
         state->set_wake(wake_function());
+        state->set_assist(assist_function());
         detail::JobItems items;
         items.add<Fn>(args...);
         enqueue(task.name(), std::move(items), state, 1);
@@ -302,6 +303,7 @@ class Pool {
     void enqueue(const std::string& task, detail::JobItems items,
                  std::shared_ptr<detail::ResultSink> sink, std::size_t chunksize);
     std::function<void()> wake_function();
+    std::function<void(const std::function<bool()>&)> assist_function();
 
     template <auto Fn, class View>
     friend class detail::ResultStream;
