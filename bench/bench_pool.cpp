@@ -65,7 +65,7 @@ void pool_submit_get_asleep(benchmark::State& state) {
     shmpool::Pool pool({.workers = 1});
     for (auto _ : state) {
         state.PauseTiming();
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));  // lets every spinner fall asleep
+        std::this_thread::sleep_for(std::chrono::microseconds(300));  // every spinner falls asleep
         state.ResumeTiming();
         benchmark::DoNotOptimize(pool.submit(nothing_task, 1).get());
     }
@@ -128,7 +128,8 @@ void pool_crash_surfaced(benchmark::State& state) {
             pool.submit(kill_self_task, 0).get();
         } catch (const shmpool::WorkerCrashed&) {
         }
-        state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        state.SetIterationTime(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         pool.map(nothing_task, std::vector<int>(8, 0), 1);  // both workers up again (not timed)
     }
 }
@@ -141,7 +142,8 @@ void pool_startup_2_workers(benchmark::State& state) {
         auto t0 = std::chrono::steady_clock::now();
         std::optional<shmpool::Pool> pool;
         pool.emplace(shmpool::PoolOptions{.workers = 2, .slot_bytes = slot_bytes});
-        state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        state.SetIterationTime(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         pool.reset();
     }
 }
@@ -152,7 +154,8 @@ void pool_shutdown_2_workers(benchmark::State& state) {
         pool.emplace(shmpool::PoolOptions{.workers = 2});
         auto t0 = std::chrono::steady_clock::now();
         pool.reset();
-        state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        state.SetIterationTime(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
 }
 
@@ -185,11 +188,12 @@ void raw_futex_ping_pong(benchmark::State& state) {
         }
     }
     std::uint32_t seen = 0;
-    const bool idle_first = state.range(2) == 1;  // as pool_submit_get_asleep: 2 ms idle before each
+    const bool idle_first =
+        state.range(2) == 1;  // as pool_submit_get_asleep: 2 ms idle before each
     for (auto _ : state) {
         if (idle_first) {
             state.PauseTiming();
-            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            std::this_thread::sleep_for(std::chrono::microseconds(300));
             state.ResumeTiming();
         }
         wake(ping);

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -152,46 +153,75 @@ struct Pool::Impl {
     std::atomic_flag slots_busy = ATOMIC_FLAG_INIT;
     bool try_lock_slots() noexcept { return !slots_busy.test_and_set(std::memory_order_acquire); }
     void lock_slots() noexcept {
-        while (slots_busy.test_and_set(std::memory_order_acquire)) __builtin_ia32_pause();
+        while (slots_busy.test_and_set(std::memory_order_acquire))
+            __builtin_ia32_pause();
     }
     void unlock_slots() noexcept { slots_busy.clear(std::memory_order_release); }
     bool any_slot_done() const noexcept {
         for (unsigned w = 0; w < n; ++w) {
-            if (view.slot(w)->state.load(std::memory_order_seq_cst) == detail::slot_done) return true;
+            if (view.slot(w)->state.load(std::memory_order_seq_cst) == detail::slot_done)
+                return true;
         }
         return false;
     }
 
-    // A thread waiting in Future::get() spins for a while, harvesting results itself, which saves
-    // the round trip through the supervisor thread; then it hands back to the supervisor.
+    // A thread waiting in Future::get() harvests results itself, which saves the round trip
+    // through the supervisor thread: it spins for a while (workers then do not even wake the
+    // supervisor), then sleeps on the bell, which a finishing worker rings directly.
     void assist(const std::function<bool()>& ready) {
         detail::ControlHeader* h = view.header();
-        h->helpers.fetch_add(1, std::memory_order_seq_cst);
-        const std::uint64_t until = detail::monotonic_ns() + assist_ns;
-        for (unsigned i = 0; !ready(); ++i) {
+        auto help = [&] {
             if (any_slot_done() && try_lock_slots()) {
                 harvest();
                 dispatch();
                 unlock_slots();
             }
+        };
+        h->helpers.fetch_add(1, std::memory_order_seq_cst);
+        const std::uint64_t until = detail::monotonic_ns() + assist_ns;
+        for (unsigned i = 0; !ready(); ++i) {
+            help();
             __builtin_ia32_pause();
             if (i % 64 == 63 && detail::monotonic_ns() > until) break;
         }
         h->helpers.fetch_sub(1, std::memory_order_seq_cst);
+        while (!ready()) {
+            std::uint32_t seen = h->parent_bell.load(std::memory_order_seq_cst);
+            help();
+            if (ready()) break;
+            // Every completion, every death and every delivered result rings the bell; the
+            // timeout is only a backstop.
+            timespec backstop{0, 100'000'000};
+            sleep_on_bell(seen, &backstop);
+        }
         // A worker that finished while we helped did not wake the supervisor: do it now.
         if (any_slot_done()) ring();
     }
 
     std::atomic<std::size_t> done{0}, failed{0}, retries{0}, crashes{0}, respawns{0}, timeouts{0},
         cancelled{0}, recycled_tasks{0}, recycled_memory{0};
-    // Futures hold this to wake the supervisor for a hard cancel; nulled before the pool goes.
-    std::shared_ptr<std::atomic<Impl*>> self = std::make_shared<std::atomic<Impl*>>(this);
+    // What futures hold to reach the pool (to wake it, to harvest their own result): nulled
+    // before the pool goes, which then waits until no future is still inside it.
+    struct Handle {
+        std::atomic<Impl*> impl;
+        std::atomic<int> users{0};
+    };
+    std::shared_ptr<Handle> self = std::make_shared<Handle>(this);
 
     void ring() {
         detail::ControlHeader* h = view.header();
         h->parent_bell.fetch_add(1, std::memory_order_seq_cst);
         if (h->parent_sleeping.load(std::memory_order_seq_cst))
-            detail::futex_wake(&h->parent_bell, 1);
+            detail::futex_wake(&h->parent_bell, INT_MAX);
+    }
+
+    // Sleeps on the bell unless it moved since `seen` (the supervisor, and callers in get()).
+    void sleep_on_bell(std::uint32_t seen, const timespec* timeout) {
+        detail::ControlHeader* h = view.header();
+        h->parent_sleeping.fetch_add(1, std::memory_order_seq_cst);
+        if (h->parent_bell.load(std::memory_order_seq_cst) == seen)
+            detail::futex_wait(&h->parent_bell, seen, timeout);
+        h->parent_sleeping.fetch_sub(1, std::memory_order_seq_cst);
     }
 
     void spawn(unsigned w) {
@@ -817,10 +847,7 @@ struct Pool::Impl {
                       static_cast<long>(wait % 1'000'000'000u)};
                 timeout = &ts;
             }
-            h->parent_sleeping.store(1, std::memory_order_seq_cst);
-            if (h->parent_bell.load(std::memory_order_seq_cst) == seen)
-                detail::futex_wait(&h->parent_bell, seen, timeout);
-            h->parent_sleeping.store(0, std::memory_order_seq_cst);
+            sleep_on_bell(seen, timeout);
         }
     }
 };
@@ -910,10 +937,8 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
                 fmt::format("pool worker ({}) {}; does its main() call shmpool::init(argc, argv)?",
                             m.executable, why));
         }
-        h->parent_sleeping.store(1, std::memory_order_seq_cst);
         timespec ts{0, 50'000'000};  // bounded: the deadline above is checked between waits
-        if (h->parent_bell.load() == seen) detail::futex_wait(&h->parent_bell, seen, &ts);
-        h->parent_sleeping.store(0, std::memory_order_seq_cst);
+        m.sleep_on_bell(seen, &ts);
     }
     m.supervisor = std::thread([&m] { m.supervise(); });
 }
@@ -957,13 +982,17 @@ void Pool::enqueue(const std::string& task, detail::JobItems items,
 
 std::function<void(const std::function<bool()>&)> Pool::assist_function() {
     return [self = impl_->self](const std::function<bool()>& ready) {
-        if (Impl* m = self->load()) m->assist(ready);
+        self->users.fetch_add(1, std::memory_order_seq_cst);
+        if (Impl* m = self->impl.load(std::memory_order_seq_cst)) m->assist(ready);
+        self->users.fetch_sub(1, std::memory_order_seq_cst);
     };
 }
 
 std::function<void()> Pool::wake_function() {
     return [self = impl_->self] {
-        if (Impl* m = self->load()) m->ring();
+        self->users.fetch_add(1, std::memory_order_seq_cst);
+        if (Impl* m = self->impl.load(std::memory_order_seq_cst)) m->ring();
+        self->users.fetch_sub(1, std::memory_order_seq_cst);
     };
 }
 
@@ -975,13 +1004,17 @@ void Pool::close() {
 void Pool::join() {
     Impl& m = *impl_;
     if (m.joined) return;
-    m.self->store(nullptr);
     {
         std::unique_lock lock(m.queue_mutex);
         m.closed = true;
         m.idle.wait(lock, [&] { return m.in_flight == 0; });
         m.stopping = true;
     }
+    // Every future is settled: the threads still inside the pool (a get() about to return, a
+    // wake) leave at once; no new one comes in.
+    m.self->impl.store(nullptr, std::memory_order_seq_cst);
+    while (m.self->users.load(std::memory_order_seq_cst) > 0)
+        std::this_thread::yield();
     m.ring();
     if (m.supervisor.joinable()) m.supervisor.join();
     m.teardown();

@@ -55,8 +55,9 @@ std::string demangled(const char* name) {
 // parent is spinning on the slots (it harvests; and it wakes the supervisor when it stops).
 void wake_parent(ControlHeader* h) {
     h->parent_bell.fetch_add(1, std::memory_order_seq_cst);
-    if (h->parent_sleeping.load(std::memory_order_seq_cst) && h->helpers.load(std::memory_order_seq_cst) == 0) {
-        futex_wake(&h->parent_bell, 1);
+    if (h->parent_sleeping.load(std::memory_order_seq_cst) &&
+        h->helpers.load(std::memory_order_seq_cst) == 0) {
+        futex_wake(&h->parent_bell, INT_MAX);  // the supervisor, and callers waiting in get()
     }
 }
 

@@ -516,3 +516,30 @@ TEST(Pool, AWorkerExecutableThatCannotRunIsAClearError) {
         EXPECT_NE(std::string(e.what()).find("/nonexistent/worker"), std::string::npos) << e.what();
     }
 }
+
+TEST(Pool, ManyThreadsSubmittingAndWaitingAtOnceGetTheirOwnResults) {
+    Pool pool({.workers = 2});
+    std::vector<std::thread> threads;
+    std::atomic<int> wrong{0};
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 300; ++i) {
+                int x = t * 1000 + i;
+                if (pool.submit(twice_task, static_cast<long>(x)).get() != 2L * x) ++wrong;
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(wrong.load(), 0);
+    EXPECT_EQ(pool.stats().tasks_done, 1200u);
+}
+
+TEST(Pool, ACancelFromAnotherThreadEndsTheWaitInGet) {
+    Pool pool({.workers = 1});
+    auto slow = pool.submit(sleepy_task, 300);
+    auto queued = pool.submit(square_task, 3);
+    std::thread canceller([&] { EXPECT_TRUE(queued.cancel()); });  // before or during the get()
+    EXPECT_THROW(queued.get(), shmpool::TaskCancelled);
+    canceller.join();
+    EXPECT_EQ(slow.get(), 300);
+}

@@ -79,12 +79,15 @@ class FutureState : public ResultSink {
     }
     bool kill_requested() const noexcept override { return kill_.load(std::memory_order_acquire); }
     void set_wake(std::function<void()> wake) { wake_ = std::move(wake); }
-    void set_assist(std::function<void(const std::function<bool()>&)> assist) { assist_ = std::move(assist); }
+    void set_assist(std::function<void(const std::function<bool()>&)> assist) {
+        assist_ = std::move(assist);
+    }
 
     bool ready() const noexcept { return ready_.load(std::memory_order_acquire); }
     void wait() {
         if (ready()) return;
-        if (assist_) assist_([this] { return ready(); });  // harvest it ourselves, briefly
+        if (assist_)
+            assist_([this] { return ready(); });  // harvests it ourselves until it is ready
         if (ready()) return;
         std::unique_lock lock(mutex_);
         cv_.wait(lock, [&] { return ready(); });
@@ -112,6 +115,7 @@ class FutureState : public ResultSink {
             ready_.store(true, std::memory_order_release);
         }
         cv_.notify_all();
+        if (wake_) wake_();  // a caller may be waiting in get() on the pool's bell, not on cv_
     }
 
     std::string task_;
