@@ -101,7 +101,7 @@ def main():
     row("Pool submit→get, empty task, everything asleep", "pool_submit_get_asleep/iterations:300",
         "raw_futex_ping_pong_idle_first",
         target=lambda o, c, r: (o / r <= 1.5, f"{o / r:.2f}x the raw sleeping round trip (≤ 1.5x)"))
-    row("  floor: raw futex ping-pong, sleeping, 2 ms idle before each", "raw_futex_ping_pong_idle_first")
+    row("  floor: raw futex ping-pong, sleeping, 300 µs idle before each", "raw_futex_ping_pong_idle_first")
     row("  floor: raw futex ping-pong, sleeping, other core", "raw_futex_ping_pong_sleep_other_core")
     row("  floor: raw futex ping-pong, sleeping, same core", "raw_futex_ping_pong_sleep_same_core")
     row("  floor: raw spin ping-pong, other core", "raw_futex_ping_pong_spin_other_core")

@@ -100,7 +100,8 @@ struct PoolOptions {
     /// pool creation fails with its error (and a replacement worker is not retried forever).
     TaskName initializer{};
     /// Called with the progress of every job of more than one item, at most every 100 ms and
-    /// once at its end, on the pool's supervisor thread (keep it short).
+    /// once at its end, on whichever pool thread delivers its results: the supervisor, or a
+    /// thread waiting in Future::get() (keep it short; it may submit work).
     std::function<void(const Progress&)> on_progress{};
     /// Draw a progress bar for such jobs on stderr, when stderr is a terminal.
     bool progress_bar = false;
