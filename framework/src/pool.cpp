@@ -122,6 +122,7 @@ struct Pool::Impl {
     PoolOptions options;
     unsigned n = 0;
     std::string executable;
+    std::string shared_block_list;  // PoolOptions::shared_blocks, '/'-separated, for the workers
     SharedMemory block;
     ControlView view;
     std::vector<Worker> workers;
@@ -226,7 +227,8 @@ struct Pool::Impl {
 
     void spawn(unsigned w) {
         std::vector<std::string> env{"SHMPOOL_ROLE=worker", "SHMPOOL_POOL=" + block.name(),
-                                     "SHMPOOL_WORKER=" + std::to_string(w)};
+                                     "SHMPOOL_WORKER=" + std::to_string(w),
+                                     "SHMPOOL_BLOCKS=" + shared_block_list};
         Worker& wk = workers[w];
         SlotHeader* slot = view.slot(w);
         // Reset before the launch: the new worker may attach (and publish its pid) at once.
@@ -865,6 +867,13 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
     if (m.options.slot_bytes < 4096 || m.options.slot_bytes > (std::size_t{1} << 30)) {
         throw std::invalid_argument("PoolOptions::slot_bytes must be between 4 KiB and 1 GiB");
     }
+    for (const auto& name : m.options.shared_blocks) {
+        SharedMemory::validate_name(name);
+        std::string_view bare =
+            name.starts_with('/') ? std::string_view(name).substr(1) : std::string_view(name);
+        if (!m.shared_block_list.empty()) m.shared_block_list += '/';
+        m.shared_block_list += bare;
+    }
     m.executable = m.options.worker_executable.empty()
                        ? std::filesystem::read_symlink("/proc/self/exe").string()
                        : m.options.worker_executable;
@@ -924,7 +933,10 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
             if (died) {
                 unsigned w = m.deaths.front().first;
                 if (m.view.slot(w)->init_failed.load()) {
-                    std::exception_ptr e = initializer_error(m.view, w, m.options.initializer.name);
+                    std::exception_ptr e = initializer_error(m.view, w,
+                                                             m.view.slot(w)->init_failed.load() == 2
+                                                                 ? "PoolOptions::shared_blocks"
+                                                                 : m.options.initializer.name);
                     terminate();
                     std::rethrow_exception(e);  // the initializer's own error, once
                 }

@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <map>
+#include <mutex>
 #include <string>
 #include <typeinfo>
 
@@ -143,6 +145,28 @@ int worker_main() {
     // Tasks may use oneTBB: this worker's share of the cores, for its whole life.
     tbb::global_control threads(tbb::global_control::max_allowed_parallelism,
                                 std::max<std::uint32_t>(1, view.header()->threads_per_worker));
+    // The blocks shared with the pool: attached once, here, or the worker reports why not.
+    if (const char* shared = std::getenv("SHMPOOL_BLOCKS"); shared && *shared) {
+        std::string error;
+        try {
+            std::string_view names(shared);
+            while (!names.empty()) {
+                auto slash = names.find('/');  // '/' cannot appear in a block name
+                shmpool::shared_block(names.substr(0, slash));
+                names =
+                    slash == std::string_view::npos ? std::string_view{} : names.substr(slash + 1);
+            }
+        } catch (const std::exception& e) {
+            error = error_payload(demangled(typeid(e).name()), e.what());
+        }
+        if (!error.empty()) {
+            std::uint32_t used = 0;
+            put_record(view.response(w), view.header()->slot_bytes, used, record_error,
+                       error.substr(0, 4000));
+            slot->init_failed.store(2, std::memory_order_release);  // 2: the shared blocks
+            return 4;
+        }
+    }
     if (std::string init(view.header()->initializer, strnlen(view.header()->initializer, 128));
         !init.empty()) {
         std::string error;
@@ -196,6 +220,16 @@ int worker_main() {
 }  // namespace shmpool::detail
 
 namespace shmpool {
+
+SharedMemory& shared_block(std::string_view name) {
+    static std::mutex mutex;
+    static std::map<std::string, SharedMemory, std::less<>> blocks;  // kept for the process's life
+    std::lock_guard lock(mutex);
+    auto it = blocks.find(name);
+    if (it == blocks.end())
+        it = blocks.emplace(std::string(name), SharedMemory::attach(name)).first;
+    return it->second;
+}
 
 void init(int /*argc*/, char** /*argv*/) {
     const char* role =

@@ -136,6 +136,12 @@ int tbb_threads(int) {
 }
 SHMPOOL_TASK(tbb_threads_task, tbb_threads);
 
+// Reads the first double of a block shared with the pool (attached by the worker at start-up).
+double first_of(std::string name) {
+    return *reinterpret_cast<const double*>(shmpool::shared_block(name).data());
+}
+SHMPOOL_TASK(first_of_task, first_of);
+
 std::vector<int> iota(int n) {
     std::vector<int> v(static_cast<std::size_t>(n));
     std::iota(v.begin(), v.end(), 0);
@@ -529,7 +535,8 @@ TEST(Pool, ManyThreadsSubmittingAndWaitingAtOnceGetTheirOwnResults) {
             }
         });
     }
-    for (auto& th : threads) th.join();
+    for (auto& th : threads)
+        th.join();
     EXPECT_EQ(wrong.load(), 0);
     EXPECT_EQ(pool.stats().tasks_done, 1200u);
 }
@@ -542,4 +549,25 @@ TEST(Pool, ACancelFromAnotherThreadEndsTheWaitInGet) {
     EXPECT_THROW(queued.get(), shmpool::TaskCancelled);
     canceller.join();
     EXPECT_EQ(slow.get(), 300);
+}
+
+TEST(Pool, BlocksSharedWithThePoolAreAttachedByEveryWorkerAtStartUp) {
+    auto array = SharedArray<double>::create(8);
+    shmpool::test::Unlinker u{array.name()};
+    array[0] = 2.5;
+    Pool pool({.workers = 2, .shared_blocks = {array.name()}});
+    for (double v : pool.map(first_of_task, std::vector<std::string>(10, array.name()), 1))
+        EXPECT_EQ(v, 2.5);
+}
+
+TEST(Pool, AMissingSharedBlockFailsPoolCreationNamingIt) {
+    std::string missing = shmpool::test::unique_name();
+    try {
+        Pool pool({.workers = 1, .shared_blocks = {missing}});
+        ADD_FAILURE() << "the pool started";
+    } catch (const shmpool::TaskError& e) {
+        EXPECT_EQ(e.task(), "PoolOptions::shared_blocks");
+        EXPECT_NE(e.message().find(missing), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(Pool({.workers = 1, .shared_blocks = {"bad/name"}}), std::invalid_argument);
 }

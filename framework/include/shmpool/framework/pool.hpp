@@ -36,6 +36,7 @@
 #include "shmpool/framework/errors.hpp"
 #include "shmpool/framework/future.hpp"
 #include "shmpool/framework/task.hpp"
+#include "shmpool/shm/shared_memory.hpp"
 
 namespace shmpool {
 
@@ -96,6 +97,9 @@ struct PoolOptions {
     std::string worker_executable{};
     /// Called (on the pool's supervisor thread) for every worker that dies or is killed.
     std::function<void(const WorkerEvent&)> on_worker_exit{};
+    /// Blocks every worker attaches once, before it takes work, and keeps; tasks reach them with
+    /// shmpool::shared_block(name). A block that cannot be attached fails pool creation.
+    std::vector<std::string> shared_blocks{};
     /// A task taking no arguments, run once in every worker before it takes work. If it throws,
     /// pool creation fails with its error (and a replacement worker is not retried forever).
     TaskName initializer{};
@@ -118,6 +122,11 @@ struct PoolOptions {
 /// Called at the top of main(): in a process launched as a worker, runs the worker and exits;
 /// elsewhere returns at once.
 void init(int argc, char** argv);
+
+/// This process's long-lived mapping of block `name`: in a worker, one of the pool's
+/// PoolOptions::shared_blocks (attached at start-up); elsewhere attached on first use. Throws
+/// what SharedMemory::attach throws.
+SharedMemory& shared_block(std::string_view name);
 
 namespace detail {
 
