@@ -444,7 +444,7 @@ void clear_in_node(const NodeFile& node, std::string_view name, std::uint64_t in
 }
 
 std::vector<CollectedBlock> clean_node(const NodeFile& node, const std::vector<NodeFile>& all,
-                                       bool everything) {
+                                       bool everything, bool dry_run) {
     // What live nodes keep: (name, ino) as owner, and as any registered user.
     std::set<std::pair<std::string, std::uint64_t>> owned_by_live;
     std::set<std::pair<std::string, std::uint64_t>> used_by_live;
@@ -471,12 +471,12 @@ std::vector<CollectedBlock> clean_node(const NodeFile& node, const std::vector<N
             }
         }
         if (keep) continue;
-        if (sys::shm_unlink(("/" + e.name).c_str()) == 0) {
+        if (dry_run || sys::shm_unlink(("/" + e.name).c_str()) == 0) {
             removed.push_back({e.name, node.pid});
             done.insert(e.name);
         }
     }
-    sys::unlink(node.path.c_str());
+    if (!dry_run) sys::unlink(node.path.c_str());
     return removed;
 }
 

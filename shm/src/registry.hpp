@@ -122,9 +122,10 @@ void clear_in_node(const NodeFile& node, std::string_view name, std::uint64_t in
 
 /// Cleans up a dead node (under the registry lock): unlinks its blocks that no live node keeps,
 /// removes its file. With `everything`, unlinks all its blocks whether others keep them or not
-/// (the root of a tracker died). Returns what was unlinked.
+/// (the root of a tracker died). Returns what was unlinked; with `dry_run`, what would be, and
+/// nothing changes.
 std::vector<CollectedBlock> clean_node(const NodeFile& node, const std::vector<NodeFile>& all,
-                                       bool everything);
+                                       bool everything, bool dry_run = false);
 
 /// Identity of a block in /dev/shm, or {0, 0} if it does not exist.
 struct BlockId {

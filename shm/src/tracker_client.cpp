@@ -336,18 +336,10 @@ std::vector<CollectedBlock> collect_garbage(bool dry_run) {
     std::vector<CollectedBlock> removed;
     for (const auto& node : nodes) {
         if (node.alive || detail::node_alive(node.tracker_id)) continue;
-        if (dry_run) {
-            for (const auto& e : node.entries) {
-                detail::BlockId id = detail::block_id(e.name);
-                if (id.exists() && id.ino == e.ino && e.kind == detail::EntryKind::owner) {
-                    removed.push_back({e.name, node.pid});
-                }
-            }
-            continue;
-        }
-        auto r = detail::clean_node(node, nodes, false);
+        // The same rule with or without dry_run: a preview is exactly what a run would do.
+        auto r = detail::clean_node(node, nodes, false, dry_run);
         removed.insert(removed.end(), r.begin(), r.end());
-        if (node.tracker) {
+        if (node.tracker && !dry_run) {
             sys::unlink(fmt::format("{}/tracker.{}.sock", detail::runtime_dir(), node.id).c_str());
         }
     }

@@ -73,9 +73,8 @@ void die(const std::string& how) {
 
 int counted(std::string counters, int x, int victim, std::string how) {
     auto c = SharedArray<std::int64_t>::attach(counters);
-    std::int64_t attempt = __atomic_add_fetch(&c[static_cast<std::size_t>(x)], 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&c[static_cast<std::size_t>(x)], 1, __ATOMIC_SEQ_CST);
     if (x == victim) die(how);
-    (void)attempt;
     return x * 10;
 }
 SHMPOOL_TASK(counted_task, counted);
@@ -141,6 +140,16 @@ double first_of(std::string name) {
     return *reinterpret_cast<const double*>(shmpool::shared_block(name).data());
 }
 SHMPOOL_TASK(first_of_task, first_of);
+
+// Item 20 raises flag[0] and sleeps, so that a test can act while it runs.
+int flagged(std::string flag, int x) {
+    if (x == 20) {
+        __atomic_store_n(&SharedArray<std::int64_t>::cached(flag)[0], 1, __ATOMIC_RELEASE);
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return x;
+}
+SHMPOOL_TASK(flagged_task, flagged);
 
 std::vector<int> iota(int n) {
     std::vector<int> v(static_cast<std::size_t>(n));
@@ -289,15 +298,28 @@ TEST(Pool, AnItemThatCrashesOnceSucceedsOnRetry) {
 }
 
 TEST(Pool, AWorkerKilledFromOutsideMidMapChangesNothingInTheResult) {
+    auto flag = SharedArray<std::int64_t>::create(1);
+    shmpool::test::Unlinker u{flag.name()};
     Pool pool({.workers = 2});
-    std::vector<int> ms(40, 5);
+    std::vector<std::tuple<std::string, int>> items;
+    for (int i = 0; i < 40; ++i)
+        items.emplace_back(flag.name(), i);
     std::thread killer([&] {
-        std::this_thread::sleep_for(30ms);  // not synchronisation: only picks a moment mid-map
+        // Item 20 raises the flag and then sleeps: the map is certainly running when the
+        // worker is killed (a bounded wait on the task's own signal, not a guess).
+        auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (__atomic_load_n(&flag[0], __ATOMIC_ACQUIRE) == 0 &&
+               std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::yield();
+        }
         ::kill(pool.worker_pids()[0], SIGKILL);
     });
-    auto out = pool.map(sleepy_task, ms, 1);
+    auto out = pool.starmap(flagged_task, items, 1);
     killer.join();
-    EXPECT_EQ(out, ms);
+    ASSERT_EQ(flag[0], 1);
+    for (int i = 0; i < 40; ++i)
+        EXPECT_EQ(out[static_cast<std::size_t>(i)], i);
+    EXPECT_EQ(pool.stats().respawns, 1u);
 }
 
 TEST(Pool, ForEachIndexFillsASharedArray) {
