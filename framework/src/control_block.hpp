@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "shmpool/framework/task.hpp"  // monotonic_ns
+
 namespace shmpool::detail {
 
 enum SlotState : std::uint32_t {
@@ -81,7 +83,6 @@ struct ControlView {
 long futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
                 const struct timespec* timeout) noexcept;
 long futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept;
-std::uint64_t monotonic_ns() noexcept;
 
 /// The worker's main loop (shmpool::init in a worker process); returns the exit status.
 int worker_main();

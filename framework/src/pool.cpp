@@ -381,6 +381,10 @@ struct Pool::Impl {
     // Delivers records [from, to) of worker w's chunk. The statistics are updated first: whoever
     // sees a result also sees it counted.
     void deliver(unsigned w, const Chunk& chunk, std::uint32_t from, std::uint32_t to) {
+        if (chunk.job->items.packed()) {
+            deliver_packed(w, chunk, from, to);
+            return;
+        }
         const std::byte* area = view.response(w);
         struct Record {
             std::uint8_t kind;
@@ -443,6 +447,46 @@ struct Pool::Impl {
         flush();
     }
 
+    // A packed chunk's response: the results back to back, then an error record
+    // [u32 position][u32 length][payload] for each item that threw, in order.
+    void deliver_packed(unsigned w, const Chunk& chunk, std::uint32_t from, std::uint32_t to) {
+        const char* area = reinterpret_cast<const char*>(view.response(w));
+        const std::size_t stride = chunk.job->items.out_stride;
+        const std::size_t capacity = view.header()->slot_bytes;
+        const std::size_t errors_end = std::min<std::size_t>(
+            view.slot(w)->response_bytes.load(std::memory_order_acquire), capacity);
+        std::size_t at = chunk.size() * std::max<std::size_t>(stride, 1);
+        detail::ResultSink& sink = *chunk.job->sink;
+        note_progress(*chunk.job, to - from);
+        auto settle_run = [&](std::uint32_t b, std::uint32_t e) {
+            if (b >= e) return;
+            done += e - b;
+            try {
+                sink.set_packed(area + b * stride, stride, e - b, chunk.begin + b);
+            } catch (...) {
+                done -= e - b;
+                failed += e - b;
+                for (std::uint32_t k = b; k < e; ++k)
+                    sink.set_error(std::current_exception(), chunk.begin + k);
+            }
+        };
+        std::uint32_t next = from;
+        while (at + 8 <= errors_end) {
+            std::uint32_t pos = 0, len = 0;
+            std::memcpy(&pos, area + at, 4);
+            std::memcpy(&len, area + at + 4, 4);
+            if (pos >= to || at + 8 + len > errors_end) break;
+            std::string payload(area + at + 8, len);
+            at += 8 + len;
+            if (pos < next) continue;
+            settle_run(next, pos);
+            ++failed;
+            sink.set_error(task_error(chunk.job->task, payload), chunk.begin + pos);
+            next = pos + 1;
+        }
+        settle_run(next, to);
+    }
+
     // Reports a job's progress: at most every 100 ms, and at its end.
     void note_progress(Job& job, std::size_t n) {
         const bool bar = options.progress_bar && ::isatty(STDERR_FILENO);
@@ -485,9 +529,18 @@ struct Pool::Impl {
                 continue;
             Chunk chunk = std::move(*wk.chunk);
             wk.chunk.reset();
-            deliver(w, chunk, 0, static_cast<std::uint32_t>(chunk.size()));
+            // A worker may stop a chunk early (its error records filled the response area): the
+            // items it did not reach go back to the front of the queue.
+            const std::uint32_t completed =
+                std::min<std::uint32_t>(view.slot(w)->completed.load(std::memory_order_acquire),
+                                        static_cast<std::uint32_t>(chunk.size()));
+            deliver(w, chunk, 0, completed);
+            if (completed < chunk.size()) {
+                std::lock_guard lock(queue_mutex);
+                queue.push_front(Chunk{chunk.job, chunk.begin + completed, chunk.end});
+            }
             view.slot(w)->item_started_ns.store(0);
-            wk.items_run += chunk.size();
+            wk.items_run += completed;
             // Recycling is decided between chunks: the worker finishes what it has, then retires.
             if (options.max_tasks_per_worker && wk.items_run >= options.max_tasks_per_worker) {
                 wk.recycling = "tasks";
@@ -499,7 +552,7 @@ struct Pool::Impl {
                 wk.recycling.empty() ? detail::slot_free : detail::slot_shutdown,
                 std::memory_order_seq_cst);
             if (!wk.recycling.empty()) detail::futex_wake(&view.slot(w)->state, 1);
-            finish_items(chunk.size());
+            finish_items(completed);
             any = true;
         }
         return any;
@@ -536,31 +589,52 @@ struct Pool::Impl {
             put(job.task.data(), job.task.size());
             const std::size_t count_at = used;
             used += 4;
+            put(&job.items.in_stride, 4);  // 0: variable-size items, each after its length
+            put(&job.items.out_stride, 4);
             std::size_t first = chunk.begin;
             std::size_t next = chunk.begin;
             std::size_t dropped = 0;
-            for (; next < chunk.end; ++next) {
-                const std::size_t len = job.items.offsets[next + 1] - job.items.offsets[next];
-                const bool nothing_packed = next == first;
-                // Only the front item can be dropped: a cancelled future, or arguments that fit
-                // no slot; what is packed stays one run of consecutive items.
-                if (nothing_packed && (!job.sink->start(next) || used + 8 + len > capacity)) {
-                    if (!job.sink->cancelled(next)) {
-                        ++failed;
-                        job.sink->set_error(std::make_exception_ptr(std::length_error(fmt::format(
-                                                "task '{}' item {}: {} bytes of arguments exceed "
-                                                "the pool's slot_bytes ({})",
-                                                job.task, next, len, capacity))),
-                                            next);
-                    }
-                    ++dropped;
-                    first = next + 1;
-                    continue;
+            // Only the front item can be dropped: a cancelled future, or arguments that fit no
+            // slot; what is packed stays one run of consecutive items.
+            auto drop_front = [&](std::size_t len) {
+                if (!job.sink->cancelled(next)) {
+                    ++failed;
+                    job.sink->set_error(
+                        std::make_exception_ptr(std::length_error(fmt::format(
+                            "task '{}' item {}: {} bytes of arguments exceed the pool's "
+                            "slot_bytes ({})",
+                            job.task, next, len, capacity))),
+                        next);
                 }
-                if (used + 8 + len > capacity) break;
-                auto len64 = static_cast<std::uint64_t>(len);
-                put(&len64, 8);
-                put(job.items.args.data() + job.items.offsets[next], len);
+                ++dropped;
+                first = ++next;
+            };
+            if (job.items.packed()) {
+                // Packed: the arguments in one copy; the results leave half the response area
+                // free for the error records of items that throw.
+                const std::size_t in = job.items.in_stride;
+                const std::size_t out = std::max<std::size_t>(job.items.out_stride, 1);
+                std::size_t fit = std::min((capacity - used) / in, capacity / 2 / out);
+                if (fit == 0) {
+                    while (next < chunk.end)
+                        drop_front(in);
+                } else {
+                    next = std::min(chunk.end, first + fit);
+                    put(job.items.args.data() + first * in, (next - first) * in);
+                }
+            } else {
+                while (next < chunk.end) {
+                    const std::size_t len = job.items.offsets[next + 1] - job.items.offsets[next];
+                    if (next == first && (!job.sink->start(next) || used + 8 + len > capacity)) {
+                        drop_front(len);
+                        continue;
+                    }
+                    if (used + 8 + len > capacity) break;
+                    auto len64 = static_cast<std::uint64_t>(len);
+                    put(&len64, 8);
+                    put(job.items.args.data() + job.items.offsets[next], len);
+                    ++next;
+                }
             }
             if (next < chunk.end) {
                 std::lock_guard lock(queue_mutex);

@@ -11,7 +11,7 @@ namespace {
 
 struct Registry {
     std::mutex mutex;
-    std::map<std::string, Invoker, std::less<>> tasks;
+    std::map<std::string, TaskEntry, std::less<>> tasks;
 };
 
 Registry& registry() {
@@ -21,20 +21,24 @@ Registry& registry() {
 
 }  // namespace
 
-void register_task(const std::string& name, Invoker invoker) {
+void register_task(const std::string& name, const TaskEntry& entry) {
     Registry& r = registry();
     std::lock_guard lock(r.mutex);
-    auto [it, inserted] = r.tasks.emplace(name, invoker);
-    if (!inserted && it->second != invoker) {
+    auto [it, inserted] = r.tasks.emplace(name, entry);
+    if (!inserted && it->second.invoke != entry.invoke) {
         throw std::logic_error("two different functions are registered as task '" + name + "'");
     }
 }
 
-Invoker find_task(std::string_view name) noexcept {
+TaskEntry find_task_entry(std::string_view name) noexcept {
     Registry& r = registry();
     std::lock_guard lock(r.mutex);
     auto it = r.tasks.find(name);
-    return it == r.tasks.end() ? nullptr : it->second;
+    return it == r.tasks.end() ? TaskEntry{} : it->second;
+}
+
+Invoker find_task(std::string_view name) noexcept {
+    return find_task_entry(name).invoke;
 }
 
 }  // namespace shmpool::detail

@@ -83,6 +83,56 @@ std::string error_payload(const std::string& type, const std::string& message) {
     return out;
 }
 
+// A packed chunk (see Pool::map): the results back to back at the start of the response area,
+// then an error record [u32 position][u32 length][payload] per item that threw. If the records
+// fill the area, the chunk ends early and the parent requeues the items not reached.
+void run_packed(const ControlView& view, unsigned w, const std::string& task, Reader& req,
+                std::uint32_t count, std::uint32_t in_stride, std::uint32_t out_stride) {
+    SlotHeader* slot = view.slot(w);
+    const std::uint32_t capacity = view.header()->slot_bytes;
+    const char* in = req.view(std::size_t{count} * in_stride);
+    char* out = reinterpret_cast<char*>(view.response(w));
+    std::uint32_t errors_at = count * std::max<std::uint32_t>(out_stride, 1);
+    const TaskEntry entry = find_task_entry(task);
+    std::atomic<std::uint64_t>* started =
+        view.header()->timeouts != 0 ? &slot->item_started_ns : nullptr;
+    std::uint32_t i = 0;
+    while (i < count) {
+        std::string type, message;
+        try {
+            if (entry.packed == nullptr || entry.in_stride != in_stride ||
+                entry.out_stride != out_stride)
+                throw std::logic_error(fmt::format(
+                    "no task named '{}' taking {} bytes and returning {} in this worker", task,
+                    in_stride, out_stride));
+            entry.packed(in, out, i, count, &slot->completed, started);
+            break;
+        } catch (const std::exception& e) {
+            type = demangled(typeid(e).name());
+            message = e.what();
+        } catch (...) {
+            type = "unknown exception";
+            message = "a non-std::exception was thrown";
+        }
+        std::string error = error_payload(type, message);
+        const std::size_t room = capacity - std::min(capacity, errors_at + 8);
+        if (error.size() > room) {
+            if (i > 0 || room < type.size() + 64) break;  // the parent requeues item i onwards
+            message.resize(room - type.size() - 64);      // the first error always fits, cut short
+            error = error_payload(type, message + "...");
+        }
+        auto len = static_cast<std::uint32_t>(error.size());
+        std::memcpy(out + errors_at, &i, 4);
+        std::memcpy(out + errors_at + 4, &len, 4);
+        std::memcpy(out + errors_at + 8, error.data(), len);
+        errors_at += 8 + len;
+        slot->response_bytes.store(errors_at, std::memory_order_release);
+        slot->completed.store(++i, std::memory_order_release);
+    }
+    slot->state.store(slot_done, std::memory_order_seq_cst);
+    wake_parent(view.header());
+}
+
 void run_chunk(const ControlView& view, unsigned w) {
     SlotHeader* slot = view.slot(w);
     const std::uint32_t capacity = view.header()->slot_bytes;
@@ -90,6 +140,12 @@ void run_chunk(const ControlView& view, unsigned w) {
     Reader req(reinterpret_cast<const char*>(view.request(w)), slot->request_bytes.load());
     std::string task = Codec<std::string>::decode(req);
     auto count = req.raw<std::uint32_t>();
+    auto in_stride = req.raw<std::uint32_t>();
+    auto out_stride = req.raw<std::uint32_t>();
+    if (in_stride != 0) {
+        run_packed(view, w, task, req, count, in_stride, out_stride);
+        return;
+    }
     Invoker invoke = find_task(task);
     std::byte* response = view.response(w);
     std::uint32_t used = 0;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <numeric>
 #include <ranges>
@@ -78,6 +79,34 @@ int counted(std::string counters, int x, int victim, std::string how) {
     return x * 10;
 }
 SHMPOOL_TASK(counted_task, counted);
+
+// The same as one trivially copyable argument: map() over these runs packed chunks (no per-item
+// encoding), which must attribute a crash to its item just as well.
+struct Probe {
+    char counters[64];
+    int x;
+    int victim;
+    char how[8];
+};
+int probed(Probe p) {
+    return counted(p.counters, p.x, p.victim, p.how);
+}
+SHMPOOL_TASK(probed_task, probed);
+static_assert(shmpool::detail::packable_v<&probed>);
+
+// Throws for odd x with a long message, so that a chunk's error records can fill the slot.
+int long_throw_on_odd(int x) {
+    if (x % 2) throw std::invalid_argument(std::string(300, 'e') + std::to_string(x));
+    return x;
+}
+SHMPOOL_TASK(long_throw_on_odd_task, long_throw_on_odd);
+
+// A void packed task: counts its calls in a block shared with the pool.
+void tally(int x) {
+    auto& b = shmpool::shared_block(std::getenv("TALLY_BLOCK"));  // NOLINT(concurrency-mt-unsafe)
+    __atomic_add_fetch(reinterpret_cast<std::int64_t*>(b.data()) + x, 1, __ATOMIC_SEQ_CST);
+}
+SHMPOOL_TASK(tally_task, tally);
 
 // Crashes on the first attempt only: the retry succeeds.
 int crash_once(std::string counters, int x) {
@@ -202,6 +231,35 @@ TEST(Pool, AHundredThousandItemMap) {
         ASSERT_EQ(out[i], 2 * input[i]);
 }
 
+TEST(Pool, APackedMapWhoseErrorsFillTheSlotRequeuesTheRest) {
+    // Every odd item throws a 300-byte message; a 4 KiB slot holds the records of a few only,
+    // so workers end their chunks early and the parent requeues what they did not reach.
+    Pool pool({.workers = 2, .slot_bytes = 4096});
+    auto input = iota(2000);
+    try {
+        pool.map(long_throw_on_odd_task, input, 1000);
+        ADD_FAILURE() << "no TaskError";
+    } catch (const shmpool::TaskError& e) {
+        EXPECT_EQ(e.type(), "std::invalid_argument");
+        EXPECT_EQ(e.message(), std::string(300, 'e') + "1");  // the lowest failed item's
+    }
+    EXPECT_EQ(pool.stats().tasks_done, 1000u);
+    EXPECT_EQ(pool.stats().tasks_failed, 1000u);
+    auto evens = pool.map(long_throw_on_odd_task, std::vector<int>{0, 2, 4}, 0);
+    EXPECT_EQ(evens, (std::vector<int>{0, 2, 4}));
+}
+
+TEST(Pool, APackedMapOfAVoidTaskRunsEveryItemOnce) {
+    shmpool::SharedMemory block = shmpool::SharedMemory::create(1000 * sizeof(std::int64_t));
+    shmpool::test::Unlinker u{block.name()};
+    ::setenv("TALLY_BLOCK", block.name().c_str(), 1);  // NOLINT(concurrency-mt-unsafe)
+    Pool pool({.workers = 2, .shared_blocks = {block.name()}});
+    pool.map(tally_task, iota(1000));
+    auto* counts = reinterpret_cast<const std::int64_t*>(block.data());
+    for (std::size_t i = 0; i < 1000; ++i)
+        ASSERT_EQ(counts[i], 1) << i;
+}
+
 TEST(Pool, StarmapUnpacksArgumentTuples) {
     Pool pool({.workers = 2});
     std::vector<std::tuple<std::string, int>> args{{"a", 1}, {"b", 3}};
@@ -281,6 +339,36 @@ TEST_P(WorkerDeath, IsRetriedThenReportedWithItsCauseAndThePoolCarriesOn) {
     EXPECT_EQ(events.front().item, 37u);
     EXPECT_EQ(events.front().task, "counted_task");
     EXPECT_GT(events.front().peak_rss_kb, 0);
+}
+
+TEST_P(WorkerDeath, InAPackedMapIsAttributedToItsItemAlone) {
+    auto counters = SharedArray<std::int64_t>::create(100);
+    shmpool::test::Unlinker u{counters.name()};
+    const bool hang = std::string(GetParam()) == "hang";
+    Pool pool({.workers = 2, .max_retries = 1, .task_timeout = hang ? 300ms : 0ms});
+    std::vector<Probe> probes(100);
+    for (int i = 0; i < 100; ++i) {
+        Probe& p = probes[static_cast<std::size_t>(i)];
+        std::snprintf(p.counters, sizeof p.counters, "%s", counters.name().c_str());
+        std::snprintf(p.how, sizeof p.how, "%s", GetParam());
+        p.x = i;
+        p.victim = 37;
+    }
+    try {
+        pool.map(probed_task, probes, 10);
+        ADD_FAILURE() << "the crashing item did not fail";
+    } catch (const shmpool::WorkerCrashed& e) {
+        EXPECT_FALSE(hang);
+        EXPECT_EQ(e.item(), 37u);
+        EXPECT_EQ(e.attempts(), 2);
+    } catch (const shmpool::TaskTimeout& e) {
+        EXPECT_TRUE(hang);
+        EXPECT_EQ(e.item(), 37u);
+    }
+    for (int i = 0; i < 100; ++i)
+        EXPECT_EQ(counters[static_cast<std::size_t>(i)], i == 37 ? (hang ? 1 : 2) : 1) << i;
+    EXPECT_EQ(pool.stats().tasks_done, 99u);
+    EXPECT_EQ(pool.stats().tasks_failed, 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryKind, WorkerDeath,

@@ -68,6 +68,7 @@ struct Codec;
 
 template <class T>
 struct Codec<T, std::enable_if_t<std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>>> {
+    static constexpr bool raw_bytes = true;  // encoded as its object representation, nothing else
     static void encode(Writer& w, const T& v) { w.raw(v); }
     static T decode(Reader& r) { return r.raw<T>(); }
 };

@@ -66,9 +66,17 @@ class WorkerCrashed : public std::runtime_error {
 /// The task ran past its timeout; its worker was killed and replaced.
 class TaskTimeout : public std::runtime_error {
   public:
-    TaskTimeout(const std::string& task, std::size_t item, double seconds)
+    TaskTimeout(std::string task, std::size_t item, double seconds)
         : std::runtime_error("task '" + task + "' item " + std::to_string(item) +
-                             " ran past its timeout of " + std::to_string(seconds) + " s") {}
+                             " ran past its timeout of " + std::to_string(seconds) + " s"),
+          task_(std::move(task)),
+          item_(item) {}
+    const std::string& task() const noexcept { return task_; }
+    std::size_t item() const noexcept { return item_; }  ///< index of the item in its job
+
+  private:
+    std::string task_;
+    std::size_t item_;
 };
 
 /// The task was cancelled before it produced a result.

@@ -40,6 +40,15 @@ class ResultSink {
             set_value(r, first + k);
         }
     }
+    /// Settles items first, first + 1, ... from results of `stride` bytes back to back (a packed
+    /// chunk of Pool::map).
+    virtual void set_packed(const char* results, std::size_t stride, std::size_t n,
+                            std::size_t first) {
+        for (std::size_t k = 0; k < n; ++k) {
+            Reader r(results + k * stride, stride);
+            set_value(r, first + k);
+        }
+    }
     /// Whether the caller asked to kill the item's worker (a hard cancel of a running task).
     virtual bool kill_requested() const noexcept { return false; }
 };

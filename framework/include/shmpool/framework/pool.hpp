@@ -20,6 +20,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <iterator>
@@ -28,6 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <ranges>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <variant>
@@ -135,14 +138,24 @@ namespace detail {
 /// the count of items left is the one synchronisation point.
 template <class R>
 class MapState : public ResultSink {
+    // Raw-bytes results are stored as they are (a packed chunk is one memcpy); others wait in an
+    // optional until collect() moves them out.
+    static constexpr bool direct =
+        std::is_void_v<R> || (raw_codec_v<R> && std::is_default_constructible_v<R>);
+    using Slot = std::conditional_t<std::is_void_v<R>, char,
+                                    std::conditional_t<direct, R, std::optional<R>>>;
+
   public:
-    explicit MapState(std::size_t n) : results_(n), errors_(n), left_(n) {}
+    explicit MapState(std::size_t n) : results_(std::is_void_v<R> ? 0 : n), left_(n) {}
     void set_value(Reader& r, std::size_t i) override {
-        if constexpr (!std::is_void_v<R>) results_[i].emplace(Codec<R>::decode(r));
+        if constexpr (!std::is_void_v<R>) results_[i] = Codec<R>::decode(r);
         done();
     }
     void set_error(std::exception_ptr e, std::size_t i) override {
-        errors_[i] = e;
+        {
+            std::lock_guard lock(mutex_);
+            errors_.emplace(i, std::move(e));
+        }
         done();
     }
     void set_values(const std::pair<const char*, std::uint32_t>* results, std::size_t n,
@@ -150,10 +163,23 @@ class MapState : public ResultSink {
         if constexpr (!std::is_void_v<R>) {
             for (std::size_t k = 0; k < n; ++k) {
                 Reader r(results[k].first, results[k].second);
-                results_[first + k].emplace(Codec<R>::decode(r));
+                results_[first + k] = Codec<R>::decode(r);
             }
         }
         done(n);  // one synchronisation for the whole run
+    }
+    void set_packed(const char* results, std::size_t stride, std::size_t n,
+                    std::size_t first) override {
+        if constexpr (!std::is_void_v<R>) {
+            if constexpr (direct) {
+                if (stride != sizeof(R)) throw std::length_error("packed result of the wrong size");
+                std::memcpy(static_cast<void*>(results_.data() + first), results, n * sizeof(R));
+            } else {
+                ResultSink::set_packed(results, stride, n, first);
+                return;  // settled one by one
+            }
+        }
+        done(n);
     }
     /// Waits for every item; rethrows the error of the lowest failed index.
     auto collect() {
@@ -161,10 +187,10 @@ class MapState : public ResultSink {
             std::unique_lock lock(mutex_);
             cv_.wait(lock, [&] { return left_.load(std::memory_order_acquire) == 0; });
         }
-        for (auto& e : errors_) {
-            if (e) std::rethrow_exception(e);
-        }
-        if constexpr (!std::is_void_v<R>) {
+        if (!errors_.empty()) std::rethrow_exception(errors_.begin()->second);
+        if constexpr (direct && !std::is_void_v<R>) {
+            return std::move(results_);
+        } else if constexpr (!std::is_void_v<R>) {
             std::vector<R> out;
             out.reserve(results_.size());
             for (auto& r : results_)
@@ -182,22 +208,26 @@ class MapState : public ResultSink {
     }
     std::mutex mutex_;
     std::condition_variable cv_;
-    std::vector<std::conditional_t<std::is_void_v<R>, std::optional<char>, std::optional<R>>>
-        results_;
-    std::vector<std::exception_ptr> errors_;
+    std::vector<Slot> results_;
+    std::map<std::size_t, std::exception_ptr> errors_;  // few, usually none: by index
     std::atomic<std::size_t> left_;
 };
 
-/// A job's items: their encoded arguments back to back, and where each one starts.
+/// A job's items: their encoded arguments back to back, and where each one starts; or, packed,
+/// `count` arguments of `in_stride` bytes each (a map of a raw-bytes task over contiguous data).
 struct JobItems {
     std::string args;
-    std::vector<std::size_t> offsets{0};  // items + 1
+    std::vector<std::size_t> offsets{0};  // items + 1, unless packed
+    std::uint32_t in_stride = 0;          // > 0: packed
+    std::uint32_t out_stride = 0;         // packed: the size of one result
+    std::size_t count = 0;                // packed: the number of items
     template <auto Fn, class... A>
     void add(const A&... a) {
         Task<Fn>::append_args(args, a...);
         offsets.push_back(args.size());
     }
-    std::size_t size() const noexcept { return offsets.size() - 1; }
+    bool packed() const noexcept { return in_stride != 0; }
+    std::size_t size() const noexcept { return packed() ? count : offsets.size() - 1; }
     bool empty() const noexcept { return size() == 0; }
 };
 
@@ -234,10 +264,23 @@ class Pool {
     template <auto Fn, class Range>
     auto map(const Task<Fn>& task, const Range& range, std::size_t chunksize = 0) {
         detail::JobItems items;
-        if constexpr (std::ranges::sized_range<Range>)
-            items.offsets.reserve(std::ranges::size(range) + 1);
-        for (const auto& x : range)
-            items.add<Fn>(x);
+        if constexpr (detail::packable_v<Fn> && std::ranges::contiguous_range<Range> &&
+                      std::ranges::sized_range<Range> &&
+                      std::is_same_v<std::ranges::range_value_t<Range>,
+                                     std::tuple_element_t<0, typename Task<Fn>::Arguments>>) {
+            // The items' bytes are the arguments: one copy, no encoding (see task.hpp).
+            const detail::TaskEntry entry = detail::task_entry<Fn>();
+            items.in_stride = entry.in_stride;
+            items.out_stride = entry.out_stride;
+            items.count = std::ranges::size(range);
+            items.args.assign(reinterpret_cast<const char*>(std::ranges::data(range)),
+                              items.count * entry.in_stride);
+        } else {
+            if constexpr (std::ranges::sized_range<Range>)
+                items.offsets.reserve(std::ranges::size(range) + 1);
+            for (const auto& x : range)
+                items.add<Fn>(x);
+        }
         return run_job<Fn>(task, std::move(items), chunksize);
     }
 
