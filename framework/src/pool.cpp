@@ -229,6 +229,7 @@ struct Pool::Impl {
         std::vector<std::string> env{"SHMPOOL_ROLE=worker", "SHMPOOL_POOL=" + block.name(),
                                      "SHMPOOL_WORKER=" + std::to_string(w),
                                      "SHMPOOL_BLOCKS=" + shared_block_list};
+        env.insert(env.end(), options.environment.begin(), options.environment.end());
         Worker& wk = workers[w];
         SlotHeader* slot = view.slot(w);
         // Reset before the launch: the new worker may attach (and publish its pid) at once.
@@ -940,6 +941,11 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
     m.n = m.options.workers ? m.options.workers : std::max(1u, std::thread::hardware_concurrency());
     if (m.options.slot_bytes < 4096 || m.options.slot_bytes > (std::size_t{1} << 30)) {
         throw std::invalid_argument("PoolOptions::slot_bytes must be between 4 KiB and 1 GiB");
+    }
+    for (const auto& var : m.options.environment) {
+        if (var.find('=') == std::string::npos || var.front() == '=')
+            throw std::invalid_argument(
+                fmt::format("PoolOptions::environment: '{}' is not NAME=value", var));
     }
     for (const auto& name : m.options.shared_blocks) {
         SharedMemory::validate_name(name);

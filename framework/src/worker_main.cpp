@@ -18,6 +18,7 @@
 #include <typeinfo>
 
 #include "control_block.hpp"
+#include "pipeline_arena.hpp"
 #include "shmpool/framework/pool.hpp"
 #include "shmpool/shm/shared_memory.hpp"
 
@@ -192,6 +193,7 @@ int worker_main() {
     const char* index = std::getenv("SHMPOOL_WORKER");
     if (!block || !index) return 2;
     unsigned w = static_cast<unsigned>(std::atoi(index));
+    register_pipeline_step();  // any worker program can run pipeline stages
     ::unsetenv("SHMPOOL_ROLE");  // a worker's own children are not workers
     SharedMemory shm = SharedMemory::attach(block);
     ControlView view{shm.data()};

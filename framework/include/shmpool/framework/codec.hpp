@@ -66,8 +66,16 @@ class Reader {
 template <class T, class Enable = void>
 struct Codec;
 
+namespace detail {
 template <class T>
-struct Codec<T, std::enable_if_t<std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>>> {
+struct IsStdOptional : std::false_type {};
+template <class T>
+struct IsStdOptional<std::optional<T>> : std::true_type {};
+}  // namespace detail
+
+template <class T>
+struct Codec<T, std::enable_if_t<std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> &&
+                                 !detail::IsStdOptional<T>::value>> {
     static constexpr bool raw_bytes = true;  // encoded as its object representation, nothing else
     static void encode(Writer& w, const T& v) { w.raw(v); }
     static T decode(Reader& r) { return r.raw<T>(); }

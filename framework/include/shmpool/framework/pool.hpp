@@ -103,6 +103,8 @@ struct PoolOptions {
     /// Blocks every worker attaches once, before it takes work, and keeps; tasks reach them with
     /// shmpool::shared_block(name). A block that cannot be attached fails pool creation.
     std::vector<std::string> shared_blocks{};
+    /// Extra environment variables ("NAME=value") for every worker, on top of this process's.
+    std::vector<std::string> environment{};
     /// A task taking no arguments, run once in every worker before it takes work. If it throws,
     /// pool creation fails with its error (and a replacement worker is not retried forever).
     TaskName initializer{};
@@ -236,6 +238,8 @@ class ResultStream;
 
 }  // namespace detail
 
+class Pipeline;
+
 class Pool {
   public:
     /// Starts the workers and waits until they are ready. Throws std::system_error if a worker
@@ -360,6 +364,7 @@ class Pool {
 
     template <auto Fn, class View>
     friend class detail::ResultStream;
+    friend class Pipeline;  // dispatches its stages' packed steps through enqueue()
 
     struct Impl;
     std::unique_ptr<Impl> impl_;

@@ -1,0 +1,118 @@
+// The worker side of a pipeline stage: read a slot's item, run the stage's task, write the next.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "pipeline_arena.hpp"
+#include "shmpool/framework/pool.hpp"
+#include "shmpool/shm/shared_memory.hpp"
+#include "shmpool/shm/tracker.hpp"
+
+namespace shmpool::detail {
+namespace {
+
+ArenaView arena() {
+    static ArenaView view = [] {
+        const char* name = std::getenv("SHMPOOL_PIPELINE");  // NOLINT(concurrency-mt-unsafe)
+        if (name == nullptr) throw std::logic_error("not a pipeline stage worker");
+        ArenaView v{shared_block(name).data()};
+        if (std::memcmp(v.header()->magic, arena_magic, 8) != 0)
+            throw std::runtime_error(fmt::format("block '{}' is not a pipeline arena", name));
+        return v;
+    }();
+    return view;
+}
+
+// Removes a block left by an earlier attempt of this step (its worker died after creating it).
+void remove_stale_block(BufferMeta* meta) {
+    if ((meta->flags & buffer_in_block) != 0 && meta->block[0] != '\0') {
+        try {
+            SharedMemory::remove(std::string(meta->block, strnlen(meta->block, sizeof meta->block)));
+        } catch (const std::system_error&) {  // never created, or already gone
+        }
+    }
+    meta->bytes = 0;
+    meta->flags = 0;
+    meta->block[0] = '\0';
+}
+
+}  // namespace
+
+StepResult pipeline_step(StepCall call) {
+    ArenaView a = arena();
+    ArenaHeader* h = a.header();
+    if (call.token >= h->tokens || call.stage >= h->stages || call.in_buf > 1)
+        throw std::out_of_range("pipeline step out of the arena");
+    ArenaStage& stage = h->stage[call.stage];
+    std::string task(stage.task, strnlen(stage.task, sizeof stage.task));
+    Invoker invoke = find_task(task);
+    if (invoke == nullptr)
+        throw std::logic_error(fmt::format("no task named '{}' in this worker", task));
+
+    // The input: the sequence number for a source, else the slot's current buffer.
+    std::optional<SharedMemory> big;
+    const char* in = reinterpret_cast<const char*>(&call.sequence);
+    std::size_t in_bytes = sizeof call.sequence;
+    if (!stage.source) {
+        const BufferMeta* m = a.meta(call.token, call.in_buf);
+        if ((m->flags & buffer_in_block) != 0) {
+            big.emplace(SharedMemory::attach(std::string(m->block, strnlen(m->block, sizeof m->block)),
+                                             {.access = Access::read_only}));
+            in = reinterpret_cast<const char*>(big->data());
+            in_bytes = m->bytes;
+        } else {
+            in = a.data(call.token, call.in_buf);
+            in_bytes = m->bytes;
+        }
+    }
+    const unsigned out_buf = 1 - call.in_buf;
+    BufferMeta* out_meta = a.meta(call.token, out_buf);
+    remove_stale_block(out_meta);
+
+    std::string out;
+    Reader reader(in, in_bytes);
+    const std::uint64_t t0 = monotonic_ns();
+    invoke(reader, out);
+    stage.busy_ns.fetch_add(monotonic_ns() - t0, std::memory_order_relaxed);
+    big.reset();
+
+    std::string_view bytes = out;
+    if (stage.source) {  // std::optional<T>: a flag byte, then the item
+        if (bytes.empty() || bytes[0] == 0) {
+            out_meta->flags = buffer_end;
+            return {0, buffer_end};
+        }
+        bytes.remove_prefix(1);
+    }
+    if (bytes.size() <= h->token_bytes) {
+        std::memcpy(a.data(call.token, out_buf), bytes.data(), bytes.size());
+        out_meta->bytes = static_cast<std::uint32_t>(bytes.size());
+        return {out_meta->bytes, 0};
+    }
+    // Too big for the slot: a block of its own, named here first so that a retry can remove it
+    // if this worker dies before the step completes, then handed to the parent, which removes it
+    // once the next stage has read it.
+    if (bytes.size() > UINT32_MAX)
+        throw std::length_error(fmt::format("pipeline item of {} bytes", bytes.size()));
+    static std::atomic<unsigned> counter{0};
+    std::string name = fmt::format("shmpool_pl_{}_{}", ::getpid(), counter.fetch_add(1));
+    std::memcpy(out_meta->block, name.c_str(), name.size() + 1);
+    out_meta->bytes = static_cast<std::uint32_t>(bytes.size());
+    out_meta->flags = buffer_in_block;
+    SharedMemory block = SharedMemory::create(name, bytes.size());
+    std::memcpy(block.data(), bytes.data(), bytes.size());
+    transfer_ownership(name, h->parent_pid);
+    return {out_meta->bytes, buffer_in_block};
+}
+
+void register_pipeline_step() {
+    register_task(pipeline_step_name, task_entry<&pipeline_step>());
+}
+
+}  // namespace shmpool::detail
