@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <tbb/global_control.h>
 #include <tbb/parallel_for.h>
+#include <tbb/parallel_pipeline.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -20,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "shmpool/framework/pipeline.hpp"
 #include "shmpool/framework/pool.hpp"
 #include "shmpool/framework/shared_array.hpp"
 
@@ -44,6 +46,16 @@ int kill_self(int) {
     return 0;
 }
 SHMPOOL_TASK(kill_self_task, kill_self);
+
+long bump(int x) {
+    return static_cast<long>(x) + 1;
+}
+SHMPOOL_TASK(bump_task, bump);
+void consume(long x) {
+    static long total = 0;
+    total += x;
+}
+SHMPOOL_TASK(consume_task, consume);
 
 constexpr std::size_t gib_doubles = (std::size_t{1} << 30) / sizeof(double);
 
@@ -134,6 +146,44 @@ void pool_crash_surfaced(benchmark::State& state) {
     }
 }
 
+// Three trivial stages, as tbb::parallel_pipeline's canonical shape: a serial source (here, in
+// the parent), a parallel transform (2 workers), a serial_in_order sink (a worker).
+constexpr int pipeline_items = 200000;
+
+void pipeline_3_stages(benchmark::State& state) {
+    for (auto _ : state) {
+        shmpool::Pipeline p({.max_tokens = 1024});
+        p.source([i = 0]() mutable -> std::optional<int> {
+             if (i == pipeline_items) return std::nullopt;
+             return i++;
+         })
+            .stage(bump_task, shmpool::StageMode::parallel, 2)
+            .stage(consume_task, shmpool::StageMode::serial_in_order);
+        benchmark::DoNotOptimize(p.run());
+    }
+    state.SetItemsProcessed(state.iterations() * pipeline_items);
+}
+
+void tbb_pipeline_3_stages(benchmark::State& state) {
+    tbb::global_control threads(tbb::global_control::max_allowed_parallelism, 3);
+    for (auto _ : state) {
+        int i = 0;
+        long total = 0;
+        tbb::parallel_pipeline(
+            1024, tbb::make_filter<void, int>(tbb::filter_mode::serial_in_order,
+                                              [&](tbb::flow_control& fc) {
+                                                  if (i == pipeline_items) fc.stop();
+                                                  return i++;
+                                              }) &
+                      tbb::make_filter<int, long>(tbb::filter_mode::parallel,
+                                                  [](int x) { return static_cast<long>(x) + 1; }) &
+                      tbb::make_filter<long, void>(tbb::filter_mode::serial_in_order,
+                                                   [&](long x) { total += x; }));
+        benchmark::DoNotOptimize(total);
+    }
+    state.SetItemsProcessed(state.iterations() * pipeline_items);
+}
+
 // Start-up: from the constructor's call until both workers are attached and ready (the
 // constructor returns then). Shutdown is timed separately.
 void pool_startup_2_workers(benchmark::State& state) {
@@ -221,6 +271,8 @@ BENCHMARK(pool_map_default_chunks)->UseRealTime()->Unit(benchmark::kMillisecond)
 BENCHMARK(pool_for_each_index_1gib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(tbb_parallel_for_1gib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(pool_crash_surfaced)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(50);
+BENCHMARK(pipeline_3_stages)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
+BENCHMARK(tbb_pipeline_3_stages)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(pool_startup_2_workers)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pool_shutdown_2_workers)->UseManualTime()->Unit(benchmark::kMillisecond);
 

@@ -86,7 +86,8 @@ def main():
     pool = run_gbench(os.path.join(args.build, "bin", "shmpool_bench_pool"))
     pyp = json.loads(subprocess.run([args.python, os.path.join(HERE, "cpython_pool.py")], check=True,
                                     capture_output=True, text=True).stdout)["ns_per_op"]
-    per_item = {"pool_map_chunksize_1": 20000, "pool_map_default_chunks": 1000000}
+    per_item = {"pool_map_chunksize_1": 20000, "pool_map_default_chunks": 1000000,
+                "pipeline_3_stages/iterations:5": 200000, "tbb_pipeline_3_stages/iterations:5": 200000}
     for key, n in per_item.items():
         pool[key] = pool[key] / n
     ours.update(pool)
@@ -118,6 +119,11 @@ def main():
     row("Pool start-up, 2 workers ready", "pool_startup_2_workers/256/manual_time",
         target=lambda o, c, r: (o <= 2e6, f"{o / 1e6:.2f} ms (≤ 2 ms); CPython spawn {c / 1e6:.0f} ms"))
     row("Pool shutdown, 2 workers", "pool_shutdown_2_workers/manual_time")
+    cp["pipeline_3_stages/iterations:5"] = pyp["pipeline_3_stages"]
+    ours["tbb_pipeline_floor"] = pool["tbb_pipeline_3_stages/iterations:5"]
+    row("Pipeline, 3 trivial stages, per item (vs tbb::parallel_pipeline, 3 threads)",
+        "pipeline_3_stages/iterations:5", "tbb_pipeline_floor",
+        target=lambda o, c, r: (c / o >= 30, f"{1e9 / o / 1e6:.2f} M items/s, {c / o:.0f}x CPython queues (≥ 30x)"))
 
     header = ["operation", "shmpool", f"CPython {py['python']}", "raw / floor", "CPython / shmpool",
               "shmpool / floor", "target"]

@@ -50,6 +50,7 @@ struct alignas(64) ControlHeader {
     std::uint32_t timeouts;            // 1: workers stamp each item's start (a clock read per item)
     char initializer[128];             // task run once by each worker before it takes work, or ""
     std::uint32_t threads_per_worker;  // oneTBB parallelism allowed in each worker
+    std::uint64_t worker_spin_ns;      // how long an idle worker spins before it sleeps
 };
 
 static_assert(std::is_standard_layout_v<SlotHeader> && std::is_standard_layout_v<ControlHeader>,

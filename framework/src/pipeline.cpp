@@ -16,6 +16,7 @@
 #include <set>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 
 #include "pipeline_arena.hpp"
 #include "shmpool/framework/pool.hpp"
@@ -133,12 +134,15 @@ struct Pipeline::Impl {
     unsigned worker_stages() const { return static_cast<unsigned>(specs.size()); }
 
     void check_type(std::type_index in, const std::string& what) {
-        if (!out_type) throw std::logic_error(fmt::format("pipeline: {} comes before any source", what));
+        if (!out_type)
+            throw std::logic_error(fmt::format("pipeline: {} comes before any source", what));
         if (*out_type == typeid(void))
-            throw std::logic_error(fmt::format("pipeline: {} follows a stage that returns void", what));
+            throw std::logic_error(
+                fmt::format("pipeline: {} follows a stage that returns void", what));
         if (*out_type != in)
             throw std::logic_error(fmt::format(
-                "pipeline: {} takes a different type from what the stage before it produces", what));
+                "pipeline: {} takes a different type from what the stage before it produces",
+                what));
     }
 
     // Removes a big item's block, if the buffer holds one; the buffer is empty afterwards.
@@ -238,7 +242,8 @@ struct Pipeline::Impl {
         if (bytes.size() > UINT32_MAX) throw std::length_error("pipeline item over 4 GiB");
         SharedMemory block = SharedMemory::create(bytes.size());  // owned by this process
         std::memcpy(block.data(), bytes.data(), bytes.size());
-        std::memcpy(m->block, block.name().c_str(), std::min(block.name().size() + 1, sizeof m->block));
+        std::memcpy(m->block, block.name().c_str(),
+                    std::min(block.name().size() + 1, sizeof m->block));
         m->bytes = static_cast<std::uint32_t>(bytes.size());
         m->flags = detail::buffer_in_block;
     }
@@ -269,11 +274,10 @@ struct Pipeline::Impl {
             const std::size_t n = batch.size();
             const std::size_t chunk =
                 spec.mode == StageMode::parallel
-                    ? std::max<std::size_t>(1, n / (std::size_t{2} * spec.workers))
+                    ? std::max<std::size_t>(1, (n + spec.workers - 1) / spec.workers)
                     : n;  // one worker: one chunk, in order
             Pipeline::enqueue_steps(*pools[s], std::move(items),
-                                    std::make_shared<StepSink>(events, s, std::move(batch)),
-                                    chunk);
+                                    std::make_shared<StepSink>(events, s, std::move(batch)), chunk);
         }
     }
 
@@ -394,13 +398,15 @@ void Pipeline::set_source(std::function<bool(std::string&)> next, std::type_inde
 void Pipeline::add_stage(detail::StageSpec spec, std::type_index in, std::type_index out) {
     Impl& m = *impl_;
     if (spec.source) {
-        if (m.out_type) throw std::logic_error("pipeline: the source must come first, and only once");
+        if (m.out_type)
+            throw std::logic_error("pipeline: the source must come first, and only once");
     } else {
         m.check_type(in, fmt::format("stage '{}'", spec.task));
     }
     if (m.parent_sink) throw std::logic_error("pipeline: no stage can follow the sink");
     if (m.specs.size() == detail::max_pipeline_stages)
-        throw std::logic_error(fmt::format("pipeline: more than {} stages", detail::max_pipeline_stages));
+        throw std::logic_error(
+            fmt::format("pipeline: more than {} stages", detail::max_pipeline_stages));
     if (spec.task.size() >= detail::stage_task_chars)
         throw std::invalid_argument(fmt::format("pipeline: task name '{}' is too long", spec.task));
     if (spec.mode != StageMode::parallel) spec.workers = 1;
@@ -432,8 +438,7 @@ PipelineStats Pipeline::run() {
     Impl& m = *impl_;
     if (m.ran) throw std::logic_error("pipeline: run() was already called");
     if (m.specs.empty()) throw std::logic_error("pipeline: no stage runs in a worker");
-    if (!m.parent_source && !m.specs.front().source)
-        throw std::logic_error("pipeline: no source");
+    if (!m.parent_source && !m.specs.front().source) throw std::logic_error("pipeline: no source");
     m.ran = true;
     const auto started = std::chrono::steady_clock::now();
 
@@ -467,8 +472,8 @@ PipelineStats Pipeline::run() {
     m.queues.back().in_order = m.sink_mode == StageMode::serial_in_order;
 
     if (m.options.status_board) {
-        std::vector<Value> values{Value("cancelled"), Value(std::int64_t{0}), Value(std::int64_t{0}),
-                                  Value(std::int64_t{0})};
+        std::vector<Value> values{Value("cancelled"), Value(std::int64_t{0}),
+                                  Value(std::int64_t{0}), Value(std::int64_t{0})};
         for (const auto& s : m.specs) {
             values.emplace_back(s.task);
             for (int k = 0; k < 4; ++k)
@@ -516,6 +521,11 @@ PipelineStats Pipeline::run() {
             .slot_bytes = std::size_t{64} << 10,
             .shared_blocks = {m.arena_block->name()},
             .environment = {"SHMPOOL_PIPELINE=" + m.arena_block->name()},
+            // Idle workers sleep at once when the stages' processes outnumber the cores: a
+            // spinning one would take the core from the stage it waits for.
+            .idle_spin = processes + 1 > std::thread::hardware_concurrency()
+                             ? std::chrono::microseconds(0)
+                             : std::chrono::microseconds(20),
         }));
     }
 
@@ -530,9 +540,8 @@ PipelineStats Pipeline::run() {
         if (m.source_done && m.live == 0) break;
         {
             std::unique_lock lock(m.events.mutex);
-            m.events.cv.wait_for(lock, std::chrono::milliseconds(100), [&] {
-                return !m.events.list.empty() || m.cancelled.load();
-            });
+            m.events.cv.wait_for(lock, std::chrono::milliseconds(100),
+                                 [&] { return !m.events.list.empty() || m.cancelled.load(); });
             batch.swap(m.events.list);
         }
         for (const Event& e : batch)
@@ -568,8 +577,7 @@ PipelineStats Pipeline::run() {
         PoolStats ps = m.pools[s]->stats();
         m.stats.stages[s].retries = ps.retries;
         m.stats.stages[s].crashes = ps.crashes;
-        m.stats.stages[s].busy_seconds =
-            static_cast<double>(h->stage[s].busy_ns.load()) / 1e9;
+        m.stats.stages[s].busy_seconds = static_cast<double>(h->stage[s].busy()) / 1e9;
     }
     std::sort(m.stats.failures.begin(), m.stats.failures.end(),
               [](const ItemFailure& a, const ItemFailure& b) { return a.sequence < b.sequence; });

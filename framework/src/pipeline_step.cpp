@@ -33,13 +33,24 @@ ArenaView arena() {
 void remove_stale_block(BufferMeta* meta) {
     if ((meta->flags & buffer_in_block) != 0 && meta->block[0] != '\0') {
         try {
-            SharedMemory::remove(std::string(meta->block, strnlen(meta->block, sizeof meta->block)));
+            SharedMemory::remove(
+                std::string(meta->block, strnlen(meta->block, sizeof meta->block)));
         } catch (const std::system_error&) {  // never created, or already gone
         }
     }
     meta->bytes = 0;
     meta->flags = 0;
     meta->block[0] = '\0';
+}
+
+// This worker's index in its stage's pool: its own busy-time counter, no cache line shared with
+// the stage's other workers.
+unsigned worker_index() {
+    static const unsigned index = [] {
+        const char* w = std::getenv("SHMPOOL_WORKER");  // NOLINT(concurrency-mt-unsafe)
+        return w ? static_cast<unsigned>(std::strtoul(w, nullptr, 10)) : 0u;
+    }();
+    return index;
 }
 
 }  // namespace
@@ -50,10 +61,14 @@ StepResult pipeline_step(StepCall call) {
     if (call.token >= h->tokens || call.stage >= h->stages || call.in_buf > 1)
         throw std::out_of_range("pipeline step out of the arena");
     ArenaStage& stage = h->stage[call.stage];
-    std::string task(stage.task, strnlen(stage.task, sizeof stage.task));
-    Invoker invoke = find_task(task);
-    if (invoke == nullptr)
-        throw std::logic_error(fmt::format("no task named '{}' in this worker", task));
+    static Invoker invokers[max_pipeline_stages] = {};  // a worker serves one pipeline for life
+    Invoker& invoke = invokers[call.stage];
+    if (invoke == nullptr) {
+        std::string task(stage.task, strnlen(stage.task, sizeof stage.task));
+        invoke = find_task(task);
+        if (invoke == nullptr)
+            throw std::logic_error(fmt::format("no task named '{}' in this worker", task));
+    }
 
     // The input: the sequence number for a source, else the slot's current buffer.
     std::optional<SharedMemory> big;
@@ -62,8 +77,9 @@ StepResult pipeline_step(StepCall call) {
     if (!stage.source) {
         const BufferMeta* m = a.meta(call.token, call.in_buf);
         if ((m->flags & buffer_in_block) != 0) {
-            big.emplace(SharedMemory::attach(std::string(m->block, strnlen(m->block, sizeof m->block)),
-                                             {.access = Access::read_only}));
+            big.emplace(
+                SharedMemory::attach(std::string(m->block, strnlen(m->block, sizeof m->block)),
+                                     {.access = Access::read_only}));
             in = reinterpret_cast<const char*>(big->data());
             in_bytes = m->bytes;
         } else {
@@ -75,11 +91,13 @@ StepResult pipeline_step(StepCall call) {
     BufferMeta* out_meta = a.meta(call.token, out_buf);
     remove_stale_block(out_meta);
 
-    std::string out;
+    static std::string out;  // reused: no allocation per item
+    out.clear();
     Reader reader(in, in_bytes);
     const std::uint64_t t0 = monotonic_ns();
     invoke(reader, out);
-    stage.busy_ns.fetch_add(monotonic_ns() - t0, std::memory_order_relaxed);
+    stage.busy_ns[worker_index() % busy_counters].value.fetch_add(monotonic_ns() - t0,
+                                                                  std::memory_order_relaxed);
     big.reset();
 
     std::string_view bytes = out;

@@ -942,6 +942,8 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
     if (m.options.slot_bytes < 4096 || m.options.slot_bytes > (std::size_t{1} << 30)) {
         throw std::invalid_argument("PoolOptions::slot_bytes must be between 4 KiB and 1 GiB");
     }
+    if (m.options.idle_spin.count() < 0)
+        throw std::invalid_argument("PoolOptions::idle_spin is negative");
     for (const auto& var : m.options.environment) {
         if (var.find('=') == std::string::npos || var.front() == '=')
             throw std::invalid_argument(
@@ -965,6 +967,8 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
     h->workers = m.n;
     h->slot_bytes = static_cast<std::uint32_t>(m.options.slot_bytes);
     h->timeouts = m.options.task_timeout.count() > 0 ? 1 : 0;
+    h->worker_spin_ns = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(m.options.idle_spin).count());
     h->threads_per_worker = m.options.threads_per_worker
                                 ? m.options.threads_per_worker
                                 : std::max(1u, std::thread::hardware_concurrency() / m.n);

@@ -44,8 +44,6 @@ std::uint64_t monotonic_ns() noexcept {
 
 namespace {
 
-constexpr int spin_rounds = 4000;  // a few tens of microseconds before sleeping
-
 std::string demangled(const char* name) {
     int status = 0;
     char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
@@ -193,7 +191,7 @@ int worker_main() {
     const char* index = std::getenv("SHMPOOL_WORKER");
     if (!block || !index) return 2;
     unsigned w = static_cast<unsigned>(std::atoi(index));
-    register_pipeline_step();  // any worker program can run pipeline stages
+    register_pipeline_step();    // any worker program can run pipeline stages
     ::unsetenv("SHMPOOL_ROLE");  // a worker's own children are not workers
     SharedMemory shm = SharedMemory::attach(block);
     ControlView view{shm.data()};
@@ -248,15 +246,20 @@ int worker_main() {
             return 4;  // the parent reads the error from the slot
         }
     }
+    const std::uint64_t spin_ns = view.header()->worker_spin_ns;
     slot->worker_pid.store(::getpid(), std::memory_order_release);
     wake_parent(view.header());  // the pool's constructor waits for every worker to attach
     for (;;) {
         // Spin a little (a hot pool answers in well under a microsecond), then sleep on the slot
         // until the parent queues work (or harvests and queues, from done).
         std::uint32_t s = slot->state.load(std::memory_order_acquire);
-        for (int i = 0; i < spin_rounds && (s == slot_free || s == slot_done); ++i) {
-            __builtin_ia32_pause();
-            s = slot->state.load(std::memory_order_acquire);
+        if (spin_ns != 0 && (s == slot_free || s == slot_done)) {
+            const std::uint64_t until = monotonic_ns() + spin_ns;
+            for (unsigned i = 1; s == slot_free || s == slot_done; ++i) {
+                __builtin_ia32_pause();
+                s = slot->state.load(std::memory_order_acquire);
+                if (i % 64 == 0 && monotonic_ns() > until) break;
+            }
         }
         if (s == slot_free || s == slot_done) {
             slot->worker_sleeping.store(1, std::memory_order_seq_cst);

@@ -200,9 +200,9 @@ INSTANTIATE_TEST_SUITE_P(EveryMode, StageCrash,
 TEST_F(PipelineTest, AWorkerSourceThatCrashesIsRetriedInOrder) {
     std::vector<int> got;
     Pipeline p({.max_tokens = 16});
-    p.source(pipe_numbers_task)
-        .stage(pipe_identity_task, StageMode::parallel, 2)
-        .sink([&](int x) { got.push_back(x); });
+    p.source(pipe_numbers_task).stage(pipe_identity_task, StageMode::parallel, 2).sink([&](int x) {
+        got.push_back(x);
+    });
     auto stats = p.run();
     ASSERT_EQ(got.size(), 1000u);
     for (int i = 0; i < 1000; ++i)
@@ -318,7 +318,8 @@ TEST(Pipeline, StagesMustFitTogether) {
     Pipeline p;
     EXPECT_THROW(p.stage(pipe_identity_task, StageMode::parallel), std::logic_error);  // no source
     p.source(counting_source(1));
-    EXPECT_THROW(p.stage(pipe_plus_one_task, StageMode::parallel), std::logic_error);  // int != long
+    EXPECT_THROW(p.stage(pipe_plus_one_task, StageMode::parallel),
+                 std::logic_error);  // int != long
     p.stage(pipe_identity_task, StageMode::parallel, 2);
     EXPECT_THROW(p.sink([](const std::string&) {}), std::logic_error);
     EXPECT_THROW(p.stage(pipe_identity_task, StageMode::parallel, 0), std::invalid_argument);

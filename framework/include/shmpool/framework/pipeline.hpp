@@ -82,8 +82,8 @@ struct StageStats {
     std::size_t failed = 0;
     std::size_t retries = 0;
     std::size_t crashes = 0;
-    double busy_seconds = 0;           ///< time its workers spent in the stage function
-    std::size_t max_queue_depth = 0;   ///< most items waiting for it at once
+    double busy_seconds = 0;          ///< time its workers spent in the stage function
+    std::size_t max_queue_depth = 0;  ///< most items waiting for it at once
 };
 
 struct PipelineStats {
@@ -138,8 +138,7 @@ class Pipeline {
     /// A source in this process: `next()` returns the next item, or std::nullopt at the end. It
     /// is called on the thread that runs the pipeline, only while a slot is free.
     template <class F>
-        requires detail::IsOptional<std::invoke_result_t<F&>>::value
-    Pipeline& source(F next) {
+    requires detail::IsOptional<std::invoke_result_t<F&>>::value Pipeline& source(F next) {
         using T = typename std::invoke_result_t<F&>::value_type;
         set_source(
             [next = std::move(next)](std::string& out) mutable {

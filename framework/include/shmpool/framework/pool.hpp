@@ -117,6 +117,10 @@ struct PoolOptions {
     /// oneTBB threads a task may use inside one worker (tbb::global_control in each worker), so
     /// that workers × threads do not oversubscribe the cores; 0: cores / workers, at least 1.
     unsigned threads_per_worker = 0;
+    /// How long an idle worker spins, watching its slot, before it sleeps: new work within that
+    /// time costs no wake-up. 0 suits pools with more busy processes than cores (a spinning
+    /// worker takes the core from the one it waits for).
+    std::chrono::microseconds idle_spin{20};
     /// Replace a worker after it ran this many items (0: never).
     std::size_t max_tasks_per_worker = 0;
     /// Replace a worker whose resident set grew past this many bytes, checked between chunks (0:
