@@ -15,8 +15,9 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The flagship: the Mandelbrot set rendered by worker processes, 1 % of whose tasks crash.
 demo: build
-	$(BUILD)/bin/shm_demo
+	$(BUILD)/bin/mandelbrot --workers 2 --crash-rate 0.01 --out $(BUILD)/mandelbrot.png
 
 # The whole suite: the normal build, then the same suite under AddressSanitizer + UBSan.
 test: test-main test-asan
