@@ -942,6 +942,8 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
     if (m.options.slot_bytes < 4096 || m.options.slot_bytes > (std::size_t{1} << 30)) {
         throw std::invalid_argument("PoolOptions::slot_bytes must be between 4 KiB and 1 GiB");
     }
+    // Slots lie back to back: a whole number of cache lines keeps every slot header aligned.
+    m.options.slot_bytes = (m.options.slot_bytes + 63) / 64 * 64;
     if (m.options.idle_spin.count() < 0)
         throw std::invalid_argument("PoolOptions::idle_spin is negative");
     for (const auto& var : m.options.environment) {

@@ -260,6 +260,12 @@ TEST(Pool, APackedMapOfAVoidTaskRunsEveryItemOnce) {
         ASSERT_EQ(counts[i], 1) << i;
 }
 
+TEST(Pool, ASlotSizeThatIsNotAMultipleOf64Works) {
+    Pool pool({.workers = 2, .slot_bytes = 5001});  // slots stay aligned (UBSan checks it)
+    auto out = pool.map(square_task, iota(3000), 7);
+    EXPECT_EQ(out.back(), 2999 * 2999);
+}
+
 TEST(Pool, StarmapUnpacksArgumentTuples) {
     Pool pool({.workers = 2});
     std::vector<std::tuple<std::string, int>> args{{"a", 1}, {"b", 3}};

@@ -94,7 +94,8 @@ struct PoolOptions {
     std::chrono::milliseconds task_timeout{0};
     /// After SIGTERM, how long a worker has before SIGKILL.
     std::chrono::milliseconds kill_grace{200};
-    /// Bytes of arguments, and of results, one chunk may carry (per worker, each way).
+    /// Bytes of arguments, and of results, one chunk may carry (per worker, each way); 4 KiB to
+    /// 1 GiB, rounded up to a multiple of 64.
     std::size_t slot_bytes = std::size_t{256} << 10;
     /// The worker program (it must call shmpool::init); default: this program.
     std::string worker_executable{};
