@@ -82,10 +82,11 @@ class StepSink : public detail::ResultSink {
     std::atomic<std::size_t> left_;
 };
 
-// The pipeline running on SIGINT (cancel_on_sigint), for the handler.
-std::atomic<Pipeline*> sigint_target{nullptr};
+// The cancel flag of the pipeline running with cancel_on_sigint. The handler only stores to it
+// (a condition variable is not async-signal-safe); run() checks it at least every 100 ms.
+std::atomic<std::atomic<bool>*> sigint_target{nullptr};
 void on_sigint(int /*sig*/) {
-    if (Pipeline* p = sigint_target.load()) p->cancel();
+    if (std::atomic<bool>* flag = sigint_target.load()) flag->store(true);
 }
 
 }  // namespace
@@ -105,7 +106,6 @@ struct Pipeline::Impl {
     struct Slot {
         std::uint64_t sequence = 0;
         unsigned cur = 0;  // the buffer holding the item now
-        bool live = false;
     };
     struct StageQueue {
         std::deque<std::uint32_t> ready;               // parallel, serial_out_of_order
@@ -145,23 +145,9 @@ struct Pipeline::Impl {
                 what));
     }
 
-    // Removes a big item's block, if the buffer holds one; the buffer is empty afterwards.
-    static void clear_buffer(BufferMeta* m) {
-        if ((m->flags & detail::buffer_in_block) != 0 && m->block[0] != '\0') {
-            try {
-                SharedMemory::remove(std::string(m->block, strnlen(m->block, sizeof m->block)));
-            } catch (const std::system_error&) {
-            }
-        }
-        m->bytes = 0;
-        m->flags = 0;
-        m->block[0] = '\0';
-    }
-
     void release(std::uint32_t t) {
-        clear_buffer(arena.meta(t, 0));
-        clear_buffer(arena.meta(t, 1));
-        slots[t].live = false;
+        detail::clear_buffer(arena.meta(t, 0));
+        detail::clear_buffer(arena.meta(t, 1));
         free_slots.push_back(t);
         --live;
     }
@@ -222,7 +208,7 @@ struct Pipeline::Impl {
                 write_item(t, 0, bytes);
             }
             free_slots.pop_back();
-            slots[t] = Slot{next_sequence++, 0, true};
+            slots[t] = Slot{next_sequence++, 0};
             ++live;
             stats.max_live_tokens = std::max(stats.max_live_tokens, live);
             if (!specs.front().source) ++stats.produced;
@@ -233,7 +219,7 @@ struct Pipeline::Impl {
     // The parent source's item into slot t's buffer `buf` (or a block of its own if too big).
     void write_item(std::uint32_t t, unsigned buf, const std::string& bytes) {
         BufferMeta* m = arena.meta(t, buf);
-        clear_buffer(m);
+        detail::clear_buffer(m);
         if (bytes.size() <= options.token_bytes) {
             std::memcpy(arena.data(t, buf), bytes.data(), bytes.size());
             m->bytes = static_cast<std::uint32_t>(bytes.size());
@@ -325,7 +311,7 @@ struct Pipeline::Impl {
             ++stats.produced;
         }
         ++stats.stages[s].items_out;
-        clear_buffer(arena.meta(t, slot.cur));
+        detail::clear_buffer(arena.meta(t, slot.cur));
         slot.cur = out;
         const unsigned next = s + 1;
         if (next < worker_stages()) {
@@ -427,7 +413,7 @@ void Pipeline::set_sink(std::function<void(Reader&)> consume, std::type_index ty
 
 void Pipeline::cancel() noexcept {
     impl_->cancelled.store(true);
-    impl_->events.cv.notify_all();  // from a signal handler the next bounded wait notices
+    impl_->events.cv.notify_all();
 }
 
 std::string Pipeline::status_board() const {
@@ -496,15 +482,18 @@ PipelineStats Pipeline::run() {
                 p->terminate();
             m.pools.clear();
             for (std::uint32_t t = 0; t < m.slots.size(); ++t) {
-                Impl::clear_buffer(m.arena.meta(t, 0));
-                Impl::clear_buffer(m.arena.meta(t, 1));
+                detail::clear_buffer(m.arena.meta(t, 0));
+                detail::clear_buffer(m.arena.meta(t, 1));
             }
-            m.arena_block->unlink();
+            try {
+                m.arena_block->unlink();
+            } catch (const std::exception&) {  // removed by someone else: nothing to do
+            }
         }
     } cleanup{m};
     if (m.options.cancel_on_sigint) {
-        Pipeline* expected = nullptr;
-        if (!sigint_target.compare_exchange_strong(expected, this))
+        std::atomic<bool>* expected = nullptr;
+        if (!sigint_target.compare_exchange_strong(expected, &m.cancelled))
             throw std::logic_error("pipeline: another pipeline already cancels on SIGINT");
         struct sigaction sa {};
         sa.sa_handler = on_sigint;
@@ -550,23 +539,15 @@ PipelineStats Pipeline::run() {
         // The parent sink: items that went through every stage, in order if it asked so.
         if (m.parent_sink) {
             for (std::uint32_t t : m.take(m.worker_stages(), SIZE_MAX)) {
-                const BufferMeta* meta = m.arena.meta(t, m.slots[t].cur);
-                std::optional<SharedMemory> big;
-                const char* p = m.arena.data(t, m.slots[t].cur);
-                if ((meta->flags & detail::buffer_in_block) != 0) {
-                    big.emplace(SharedMemory::attach(
-                        std::string(meta->block, strnlen(meta->block, sizeof meta->block)),
-                        {.access = Access::read_only}));
-                    p = reinterpret_cast<const char*>(big->data());
-                }
-                Reader r(p, meta->bytes);
+                detail::ItemBytes item = detail::read_buffer(m.arena, t, m.slots[t].cur);
+                Reader r(item.data, item.size);
                 try {
                     m.parent_sink(r);
                 } catch (...) {
                     m.release(t);
                     throw;
                 }
-                big.reset();
+                item.block.reset();
                 ++m.stats.completed;
                 m.release(t);
             }

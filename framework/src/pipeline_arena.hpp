@@ -9,9 +9,14 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <system_error>
 #include <type_traits>
 
 #include "shmpool/framework/task.hpp"
+#include "shmpool/shm/shared_memory.hpp"
 
 namespace shmpool::detail {
 
@@ -91,6 +96,42 @@ struct ArenaView {
                (std::size_t{token} * 2 + buf) * h->token_bytes;
     }
 };
+
+inline std::string block_of(const BufferMeta& m) {
+    return std::string(m.block, strnlen(m.block, sizeof m.block));
+}
+
+/// Empties a buffer, removing the block of a big item it names (one an attempt that died may
+/// have left, or one the next stage has read).
+inline void clear_buffer(BufferMeta* m) {
+    if ((m->flags & buffer_in_block) != 0 && m->block[0] != '\0') {
+        try {
+            SharedMemory::remove(block_of(*m));
+        } catch (const std::system_error&) {  // never created, or already gone
+        }
+    }
+    m->bytes = 0;
+    m->flags = 0;
+    m->block[0] = '\0';
+}
+
+/// An item's bytes where they are: in the arena, or in its own block (mapped while this lives).
+struct ItemBytes {
+    std::optional<SharedMemory> block;
+    const char* data = nullptr;
+    std::size_t size = 0;
+};
+inline ItemBytes read_buffer(const ArenaView& a, std::uint32_t token, unsigned buf) {
+    const BufferMeta* m = a.meta(token, buf);
+    ItemBytes item;
+    item.size = m->bytes;
+    item.data = a.data(token, buf);
+    if ((m->flags & buffer_in_block) != 0) {
+        item.block.emplace(SharedMemory::attach(block_of(*m), {.access = Access::read_only}));
+        item.data = reinterpret_cast<const char*>(item.block->data());
+    }
+    return item;
+}
 
 /// The step every pipeline stage worker runs (pipeline_step.cpp).
 StepResult pipeline_step(StepCall call);

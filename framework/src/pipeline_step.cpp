@@ -29,20 +29,6 @@ ArenaView arena() {
     return view;
 }
 
-// Removes a block left by an earlier attempt of this step (its worker died after creating it).
-void remove_stale_block(BufferMeta* meta) {
-    if ((meta->flags & buffer_in_block) != 0 && meta->block[0] != '\0') {
-        try {
-            SharedMemory::remove(
-                std::string(meta->block, strnlen(meta->block, sizeof meta->block)));
-        } catch (const std::system_error&) {  // never created, or already gone
-        }
-    }
-    meta->bytes = 0;
-    meta->flags = 0;
-    meta->block[0] = '\0';
-}
-
 // This worker's index in its stage's pool: its own busy-time counter, no cache line shared with
 // the stage's other workers.
 unsigned worker_index() {
@@ -71,34 +57,25 @@ StepResult pipeline_step(StepCall call) {
     }
 
     // The input: the sequence number for a source, else the slot's current buffer.
-    std::optional<SharedMemory> big;
-    const char* in = reinterpret_cast<const char*>(&call.sequence);
-    std::size_t in_bytes = sizeof call.sequence;
-    if (!stage.source) {
-        const BufferMeta* m = a.meta(call.token, call.in_buf);
-        if ((m->flags & buffer_in_block) != 0) {
-            big.emplace(
-                SharedMemory::attach(std::string(m->block, strnlen(m->block, sizeof m->block)),
-                                     {.access = Access::read_only}));
-            in = reinterpret_cast<const char*>(big->data());
-            in_bytes = m->bytes;
-        } else {
-            in = a.data(call.token, call.in_buf);
-            in_bytes = m->bytes;
-        }
+    ItemBytes input;
+    if (stage.source) {
+        input.data = reinterpret_cast<const char*>(&call.sequence);
+        input.size = sizeof call.sequence;
+    } else {
+        input = read_buffer(a, call.token, call.in_buf);
     }
     const unsigned out_buf = 1 - call.in_buf;
     BufferMeta* out_meta = a.meta(call.token, out_buf);
-    remove_stale_block(out_meta);
+    clear_buffer(out_meta);  // a block left by an earlier attempt that died goes
 
     static std::string out;  // reused: no allocation per item
     out.clear();
-    Reader reader(in, in_bytes);
+    Reader reader(input.data, input.size);
     const std::uint64_t t0 = monotonic_ns();
     invoke(reader, out);
     stage.busy_ns[worker_index() % busy_counters].value.fetch_add(monotonic_ns() - t0,
                                                                   std::memory_order_relaxed);
-    big.reset();
+    input.block.reset();
 
     std::string_view bytes = out;
     if (stage.source) {  // std::optional<T>: a flag byte, then the item

@@ -116,8 +116,10 @@ void run_packed(const ControlView& view, unsigned w, const std::string& task, Re
         std::string error = error_payload(type, message);
         const std::size_t room = capacity - std::min(capacity, errors_at + 8);
         if (error.size() > room) {
-            if (i > 0 || room < type.size() + 64) break;  // the parent requeues item i onwards
-            message.resize(room - type.size() - 64);      // the first error always fits, cut short
+            if (i > 0) break;  // the parent requeues item i onwards
+            // The chunk's first error always fits (half the area is kept for errors): cut short.
+            type.resize(std::min(type.size(), room / 4));
+            message.resize(room - type.size() - 32);
             error = error_payload(type, message + "...");
         }
         auto len = static_cast<std::uint32_t>(error.size());

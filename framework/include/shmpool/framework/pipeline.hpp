@@ -194,7 +194,9 @@ class Pipeline {
     PipelineStats run();
 
     /// Stops a running pipeline: the source is not called again, items in flight are dropped
-    /// and the workers stopped; run() returns with `cancelled`. Async-signal-safe.
+    /// and the workers stopped; run() returns with `cancelled`. Call it from any thread; from a
+    /// signal handler use PipelineOptions::cancel_on_sigint instead (this is not
+    /// async-signal-safe).
     void cancel() noexcept;
 
     /// The status board's block name (PipelineOptions::status_board), valid from run() until
