@@ -10,7 +10,7 @@ marker = re.compile(r"(<!-- snippet: ([^#]+)#([\w-]+) -->\n```\w*\n)(.*?)(```)",
 
 def region(path, tag):
     text = (root / path).read_text()
-    m = f"// [{tag}]\n"
+    m = f"# [{tag}]\n" if path.endswith(".py") else f"// [{tag}]\n"
     start = text.index(m) + len(m)
     return text[start:text.index(m, start)]
 

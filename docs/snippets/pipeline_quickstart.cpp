@@ -1,6 +1,7 @@
 // The pipeline example of docs/pipeline.md, compiled and run by the test suite.
 // [pipeline-quickstart]
 #include <fmt/format.h>
+
 #include <shmpool/framework/pipeline.hpp>
 #include <shmpool/framework/pool.hpp>
 

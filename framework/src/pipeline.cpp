@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "pipeline_arena.hpp"
+#include "shmpool/framework/errors.hpp"
 #include "shmpool/framework/pool.hpp"
 #include "shmpool/shm/shareable_list.hpp"
 #include "shmpool/shm/shared_memory.hpp"
@@ -81,6 +82,24 @@ class StepSink : public detail::ResultSink {
     std::vector<std::uint32_t> tokens_;
     std::atomic<std::size_t> left_;
 };
+
+// A step's error as the stage's own: the pool reports the internal step task and the item's
+// index in its batch; the user wants the stage's task and the item's sequence number.
+std::exception_ptr stage_error(const std::exception_ptr& error, const std::string& task,
+                               std::uint64_t sequence) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const TaskError& e) {
+        return std::make_exception_ptr(TaskError(task, e.type(), e.message()));
+    } catch (const WorkerCrashed& e) {
+        return std::make_exception_ptr(
+            WorkerCrashed(task, sequence, e.pid(), e.signal(), e.exit_code(), e.attempts()));
+    } catch (const TaskTimeout& e) {
+        return std::make_exception_ptr(TaskTimeout(task, sequence, e.seconds()));
+    } catch (...) {
+        return error;
+    }
+}
 
 // The cancel flag of the pipeline running with cancel_on_sigint. The handler only stores to it
 // (a condition variable is not async-signal-safe); run() checks it at least every 100 ms.
@@ -273,9 +292,10 @@ struct Pipeline::Impl {
         if (e.last) --queues[s].batches;
         Slot& slot = slots[t];
         if (e.error) {
+            const std::exception_ptr error = stage_error(e.error, specs[s].task, slot.sequence);
             std::string message;
             try {
-                std::rethrow_exception(e.error);
+                std::rethrow_exception(error);
             } catch (const std::exception& x) {
                 message = x.what();
             } catch (...) {
@@ -288,7 +308,7 @@ struct Pipeline::Impl {
             ++stats.stages[s].failed;
             if (!cancelled.load()) {
                 ++stats.failed;
-                stats.failures.push_back({slot.sequence, specs[s].task, message, e.error});
+                stats.failures.push_back({slot.sequence, specs[s].task, message, error});
             }
             skip_from(s + 1, slot.sequence);
             release(t);

@@ -82,6 +82,12 @@ int throw_on_13(int x) {
 }
 SHMPOOL_TASK(pipe_throw_on_13_task, throw_on_13);
 
+int hang_on_7(int x) {
+    if (x == 7) ::pause();  // until the timeout kills this worker
+    return x;
+}
+SHMPOOL_TASK(pipe_hang_on_7_task, hang_on_7);
+
 // A worker source: 0 .. 999, crashing once at sequence 500.
 std::optional<int> numbers(std::uint64_t sequence) {
     if (sequence >= 1000) return std::nullopt;
@@ -186,7 +192,16 @@ TEST_P(StageCrash, AnItemThatAlwaysCrashesFailsWithItsSequenceAndTheRestGoThroug
     ASSERT_EQ(stats.failures.size(), 1u);
     EXPECT_EQ(stats.failures[0].sequence, 42u);
     EXPECT_EQ(stats.failures[0].stage, "pipe_crash_on_42_task");
-    EXPECT_THROW(std::rethrow_exception(stats.failures[0].error), shmpool::WorkerCrashed);
+    try {
+        std::rethrow_exception(stats.failures[0].error);
+    } catch (const shmpool::WorkerCrashed& e) {  // named as the user knows it, not the step
+        EXPECT_EQ(e.task(), "pipe_crash_on_42_task");
+        EXPECT_EQ(e.item(), 42u);
+        EXPECT_EQ(e.signal(), SIGKILL);
+        EXPECT_EQ(stats.failures[0].message, e.what());
+    } catch (...) {
+        ADD_FAILURE() << "not WorkerCrashed: " << stats.failures[0].message;
+    }
     EXPECT_EQ(stats.stages[0].crashes, 3u);  // the first attempt and two retries
     ASSERT_EQ(got.size(), 199u);
     for (std::size_t i = 0; i < got.size(); ++i)
@@ -220,9 +235,32 @@ TEST_F(PipelineTest, AStageThatThrowsFailsThatItemOnly) {
     auto stats = p.run();
     ASSERT_EQ(stats.failures.size(), 1u);
     EXPECT_EQ(stats.failures[0].sequence, 13u);
-    EXPECT_NE(stats.failures[0].message.find("thirteen"), std::string::npos);
+    EXPECT_EQ(stats.failures[0].message,
+              "task 'pipe_throw_on_13_task' threw std::runtime_error: thirteen");
+    EXPECT_THROW(std::rethrow_exception(stats.failures[0].error), shmpool::TaskError);
     EXPECT_EQ(stats.stages[0].crashes, 0u);
     EXPECT_EQ(got.size(), 49u);
+}
+
+TEST_F(PipelineTest, AnItemPastTheTimeoutFailsWithTaskTimeoutNamingItsStageAndSequence) {
+    std::vector<int> got;
+    Pipeline p({.max_retries = 0, .task_timeout = std::chrono::milliseconds(200)});
+    p.source(counting_source(20))
+        .stage(pipe_hang_on_7_task, StageMode::parallel, 2)
+        .sink([&](int x) { got.push_back(x); });
+    auto stats = p.run();
+    ASSERT_EQ(stats.failures.size(), 1u);
+    EXPECT_EQ(stats.failures[0].sequence, 7u);
+    try {
+        std::rethrow_exception(stats.failures[0].error);
+    } catch (const shmpool::TaskTimeout& e) {
+        EXPECT_EQ(e.task(), "pipe_hang_on_7_task");
+        EXPECT_EQ(e.item(), 7u);
+        EXPECT_DOUBLE_EQ(e.seconds(), 0.2);
+    } catch (...) {
+        ADD_FAILURE() << "not TaskTimeout: " << stats.failures[0].message;
+    }
+    EXPECT_EQ(got.size(), 19u);
 }
 
 TEST_F(PipelineTest, CancelFromTheSinkStopsEverything) {

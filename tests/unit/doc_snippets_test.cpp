@@ -1,7 +1,8 @@
 // Code shown in README.md and docs/*.md is the code the test suite compiles.
 //
 // A Markdown file marks a snippet with `<!-- snippet: PATH#TAG -->` right before a code fence;
-// the fence must hold exactly the lines between the two `// [TAG]` markers of PATH.
+// the fence must hold exactly the lines between the two `// [TAG]` markers of PATH (`# [TAG]`
+// in a Python file).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -20,8 +21,9 @@ std::string read_file(const std::filesystem::path& p) {
     return ss.str();
 }
 
-std::string tagged_region(const std::string& source, const std::string& tag) {
-    std::string marker = "// [" + tag + "]\n";
+// The lines between the two `// [TAG]` lines (`# [TAG]` in Python) of a source file.
+std::string tagged_region(const std::string& source, const std::string& tag, bool python) {
+    std::string marker = (python ? "# [" : "// [") + tag + "]\n";
     auto a = source.find(marker);
     if (a == std::string::npos) return "<no marker " + tag + ">";
     a += marker.size();
@@ -47,7 +49,9 @@ TEST(DocSnippets, EverySnippetMatchesItsCompiledSource) {
             auto body_end = text.find("```", body_start);
             ASSERT_NE(body_end, std::string::npos) << doc;
             std::string shown = text.substr(body_start, body_end - body_start);
-            std::string compiled = tagged_region(read_file(root / (*it)[1].str()), (*it)[2].str());
+            const fs::path source = root / (*it)[1].str();
+            std::string compiled = tagged_region(read_file(source), (*it)[2].str(),
+                                                 source.extension() == ".py");
             EXPECT_EQ(shown, compiled) << doc << " shows a snippet that differs from " << (*it)[1];
             ++checked;
         }

@@ -70,13 +70,16 @@ class TaskTimeout : public std::runtime_error {
         : std::runtime_error("task '" + task + "' item " + std::to_string(item) +
                              " ran past its timeout of " + std::to_string(seconds) + " s"),
           task_(std::move(task)),
-          item_(item) {}
+          item_(item),
+          seconds_(seconds) {}
     const std::string& task() const noexcept { return task_; }
-    std::size_t item() const noexcept { return item_; }  ///< index of the item in its job
+    std::size_t item() const noexcept { return item_; }   ///< index of the item in its job
+    double seconds() const noexcept { return seconds_; }  ///< the timeout it ran past
 
   private:
     std::string task_;
     std::size_t item_;
+    double seconds_;
 };
 
 /// The task was cancelled before it produced a result.
