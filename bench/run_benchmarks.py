@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
-"""`make bench`: runs the Google Benchmark binaries and the CPython scripts in one go and prints
-each figure as ratios against CPython and the raw-syscall floor, with the targets met or missed.
-Results also go to <build>/bench/results.json and results.md."""
+"""`make bench`: runs the Google Benchmark binaries and the CPython scripts in one go, prints each
+figure as ratios against CPython and the floor (raw system calls, a bare pthread mutex, oneTBB in
+one process) with the targets met or missed, and regenerates docs/benchmarks.md's tables and its
+plots (gnuplot) from the same run. The raw figures go to docs/benchmarks.json, so the report can
+be rendered again without measuring (--render) and checked against the docs (--check)."""
 import argparse
+import datetime
+import difflib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BEGIN = "<!-- bench-results:begin (written by make bench: do not edit) -->\n"
+END = "<!-- bench-results:end -->\n"
 
 
 def run_gbench(binary):
@@ -25,6 +34,37 @@ def run_gbench(binary):
     return results
 
 
+def run_python(python, script):
+    return json.loads(subprocess.run([python, os.path.join(HERE, script)], check=True,
+                                     capture_output=True, text=True).stdout)
+
+
+def machine():
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(),
+            "date": datetime.date.today().isoformat()}
+
+
+def measure(build, python):
+    """Every figure in ns, ours and CPython's, keyed by benchmark name."""
+    ours = run_gbench(os.path.join(build, "bin", "shmpool_bench_shm"))
+    py = run_python(python, "cpython_shm.py")
+    cp = py["ns_per_op"]
+    pool = run_gbench(os.path.join(build, "bin", "shmpool_bench_pool"))
+    cp.update(run_python(python, "cpython_pool.py")["ns_per_op"])
+    per_item = {"pool_map_chunksize_1": 20000, "pool_map_default_chunks": 1000000,
+                "pipeline_3_stages/iterations:5": 200000, "tbb_pipeline_3_stages/iterations:5": 200000}
+    for key, n in per_item.items():
+        pool[key] = pool[key] / n
+    ours.update(pool)
+    return {"shmpool_ns": ours, "cpython_ns": cp, "python": py["python"], "machine": machine()}
+
+
 def fmt_ns(ns):
     if ns >= 1e6:
         return f"{ns / 1e6:.2f} ms"
@@ -33,115 +73,232 @@ def fmt_ns(ns):
     return f"{ns:.1f} ns"
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build")
-    ap.add_argument("--python", default="/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable)
-    args = ap.parse_args()
+class Report:
+    """The rows of the table, the verdicts, and the points of the two plots."""
 
-    ours = run_gbench(os.path.join(args.build, "bin", "shmpool_bench_shm"))
-    py = json.loads(subprocess.run([args.python, os.path.join(HERE, "cpython_shm.py")], check=True,
-                                   capture_output=True, text=True).stdout)
-    cp = py["ns_per_op"]
+    def __init__(self, results):
+        self.ours = dict(results["shmpool_ns"])
+        self.cp = dict(results["cpython_ns"])
+        self.rows, self.verdicts = [], []
+        self.vs_cpython, self.vs_floor = [], []  # (label, ratio, target ratio or None)
+        self.header = ["operation", "shmpool", f"CPython {results['python']}", "floor",
+                       "CPython / shmpool", "shmpool / floor", "target"]
 
-    rows = []
-    verdicts = []
-
-    def row(label, key, raw_key=None, target=None):
-        o = ours[key]
-        c = cp.get(key)
-        raw = ours.get(raw_key) if raw_key else None
+    def row(self, label, key, floor_key=None, target=None, plot=None, cpython_target=None,
+            floor_target=None, cpython_key=None):
+        o = self.ours[key]
+        c = self.cp.get(cpython_key or key)
+        raw = self.ours.get(floor_key) if floor_key else None
         cells = [label, fmt_ns(o), fmt_ns(c) if c else "-", fmt_ns(raw) if raw else "-",
                  f"{c / o:.1f}x" if c else "-", f"{o / raw:.2f}x" if raw else "-"]
         if target:
             ok, text = target(o, c, raw)
             cells.append(("met: " if ok else "MISSED: ") + text)
-            verdicts.append(ok)
+            self.verdicts.append(ok)
         else:
             cells.append("")
-        rows.append(cells)
+        self.rows.append(cells)
+        short = plot or label
+        if c and plot is not False:
+            self.vs_cpython.append((short, c / o, cpython_target))
+        if raw and floor_target is not False and plot is not False:
+            self.vs_floor.append((short, o / raw, floor_target))
 
+
+def build_report(results):
+    r = Report(results)
+    ours, cp = r.ours, r.cp
     for item in ["int", "float", "bool", "none", "str", "bytes"]:
         for op in ["get", "set"]:
-            row(f"ShareableList {op} {item}", f"list_{op}/{item}",
-                target=lambda o, c, r: (1e9 / o >= 50e6, f"{1e9 / o / 1e6:.0f} M ops/s (≥ 50 M)"))
-    row("ShareableList create, 1000 mixed", "list_create_1000_mixed",
-        target=lambda o, c, r: (c / o >= 10, f"{c / o:.1f}x CPython (≥ 10x)"))
-    row("ShareableList attach, 1000 mixed", "list_attach_1000_mixed")
-    row("SharedMemory create+close+unlink 4 KiB, tracked", "shm_create_close_unlink", "raw_create_close_unlink",
-        target=lambda o, c, r: (o / r <= 1.3, f"{o / r:.2f}x raw (≤ 1.3x); CPython {c / r:.2f}x raw"))
-    row("SharedMemory create+close+unlink 4 KiB, untracked", "shm_create_close_unlink_untracked",
-        "raw_create_close_unlink")
-    row("SharedMemory attach+close 4 KiB", "shm_attach_close", "raw_attach_close",
-        target=lambda o, c, r: (o / r <= 1.3, f"{o / r:.2f}x raw (≤ 1.3x); CPython {c / r:.2f}x raw"))
+            r.row(f"ShareableList {op} {item}", f"list_{op}/{item}", plot=f"list {op} {item}",
+                  target=lambda o, c, x: (1e9 / o >= 50e6, f"{1e9 / o / 1e6:.0f} M ops/s (≥ 50 M)"))
+    r.row("ShareableList create, 1000 mixed", "list_create_1000_mixed", plot="list create, 1000 items",
+          cpython_target=10, target=lambda o, c, x: (c / o >= 10, f"{c / o:.1f}x CPython (≥ 10x)"))
+    r.row("ShareableList attach, 1000 mixed", "list_attach_1000_mixed", plot="list attach, 1000 items")
+    r.row("SharedMemory create+close+unlink 4 KiB, tracked", "shm_create_close_unlink",
+          "raw_create_close_unlink", plot="block create+unlink, tracked", floor_target=1.3,
+          target=lambda o, c, x: (o / x <= 1.3, f"{o / x:.2f}x raw (≤ 1.3x); CPython {c / x:.2f}x raw"))
+    r.row("SharedMemory create+close+unlink 4 KiB, untracked", "shm_create_close_unlink_untracked",
+          "raw_create_close_unlink", plot="block create+unlink, untracked")
+    r.row("SharedMemory attach+close 4 KiB", "shm_attach_close", "raw_attach_close",
+          plot="block attach+close", floor_target=1.3,
+          target=lambda o, c, x: (o / x <= 1.3, f"{o / x:.2f}x raw (≤ 1.3x); CPython {c / x:.2f}x raw"))
 
     # The robust mutex, against a bare pthread mutex (default attributes) as the floor.
     ours["robust_mutex_lock_unlock_vs_robust"] = ours["robust_mutex_lock_unlock"]
-    row("RobustMutex lock+unlock (vs bare default pthread mutex)", "robust_mutex_lock_unlock",
-        "pthread_mutex_lock_unlock", target=lambda o, c, r: (o / r <= 2.0, f"{o / r:.2f}x bare (≤ 2x)"))
-    row("RobustMutex lock+unlock (vs bare robust pshared mutex)", "robust_mutex_lock_unlock_vs_robust",
-        "pthread_robust_mutex_lock_unlock")
+    r.row("RobustMutex lock+unlock (vs bare default pthread mutex)", "robust_mutex_lock_unlock",
+          "pthread_mutex_lock_unlock", plot="RobustMutex vs default mutex", floor_target=2.0,
+          target=lambda o, c, x: (o / x <= 2.0, f"{o / x:.2f}x bare (≤ 2x)"))
+    r.row("RobustMutex lock+unlock (vs bare robust pshared mutex)", "robust_mutex_lock_unlock_vs_robust",
+          "pthread_robust_mutex_lock_unlock", plot="RobustMutex vs robust mutex")
 
     # --- the worker pool ---
-    pool = run_gbench(os.path.join(args.build, "bin", "shmpool_bench_pool"))
-    pyp = json.loads(subprocess.run([args.python, os.path.join(HERE, "cpython_pool.py")], check=True,
-                                    capture_output=True, text=True).stdout)["ns_per_op"]
-    per_item = {"pool_map_chunksize_1": 20000, "pool_map_default_chunks": 1000000,
-                "pipeline_3_stages/iterations:5": 200000, "tbb_pipeline_3_stages/iterations:5": 200000}
-    for key, n in per_item.items():
-        pool[key] = pool[key] / n
-    ours.update(pool)
-    cp.update(pyp)
-    cp["pool_startup_2_workers/256/manual_time"] = pyp["pool_startup_2_workers"]
-    ours["raw_futex_ping_pong_sleep_other_core"] = pool["raw_futex_ping_pong/0/0/0"]
-    ours["raw_futex_ping_pong_sleep_same_core"] = pool["raw_futex_ping_pong/0/1/0"]
-    ours["raw_futex_ping_pong_spin_other_core"] = pool["raw_futex_ping_pong/1/0/0"]
-    ours["raw_futex_ping_pong_idle_first"] = pool["raw_futex_ping_pong/0/0/1/iterations:300"]
-    row("Pool submit→get, empty task (1 worker)", "pool_submit_get", "raw_futex_ping_pong_sleep_other_core",
-        target=lambda o, c, r: (o <= 2000, f"{o / 1000:.1f} µs (≤ 2 µs awake); {c / o:.0f}x CPython apply_async"))
-    row("Pool submit→get, empty task, everything asleep", "pool_submit_get_asleep/iterations:300",
-        "raw_futex_ping_pong_idle_first",
-        target=lambda o, c, r: (o / r <= 1.5, f"{o / r:.2f}x the raw sleeping round trip (≤ 1.5x)"))
-    row("  floor: raw futex ping-pong, sleeping, 300 µs idle before each", "raw_futex_ping_pong_idle_first")
-    row("  floor: raw futex ping-pong, sleeping, other core", "raw_futex_ping_pong_sleep_other_core")
-    row("  floor: raw futex ping-pong, sleeping, same core", "raw_futex_ping_pong_sleep_same_core")
-    row("  floor: raw spin ping-pong, other core", "raw_futex_ping_pong_spin_other_core")
-    row("Pool map, chunksize 1, per item", "pool_map_chunksize_1",
-        target=lambda o, c, r: (o <= 1000 and c / o >= 18, f"{o:.0f} ns (≤ 1 µs), {c / o:.1f}x CPython (≥ 18x)"))
-    row("Pool map, default chunks, per item", "pool_map_default_chunks",
-        target=lambda o, c, r: (o <= 10 and c / o >= 10, f"{o:.0f} ns (≤ 10 ns), {c / o:.1f}x CPython (≥ 10x)"))
-    ours["tbb_floor"] = pool["tbb_parallel_for_1gib/iterations:5"]
-    row("for_each_index, 1 GiB float64, 2 workers (vs tbb::parallel_for, 2 threads)",
-        "pool_for_each_index_1gib/iterations:5", "tbb_floor",
-        target=lambda o, c, r: (r / o >= 0.9, f"{100 * r / o:.0f}% of TBB (≥ 90%)"))
-    row("Worker SIGKILLed: death to WorkerCrashed in get()", "pool_crash_surfaced/iterations:50/manual_time",
-        target=lambda o, c, r: (o <= 3e6, f"{o / 1e6:.2f} ms (≤ 3 ms); CPython's Pool hangs forever"))
-    row("Pool start-up, 2 workers ready", "pool_startup_2_workers/256/manual_time",
-        target=lambda o, c, r: (o <= 2e6, f"{o / 1e6:.2f} ms (≤ 2 ms); CPython spawn {c / 1e6:.0f} ms"))
-    row("Pool shutdown, 2 workers", "pool_shutdown_2_workers/manual_time")
-    cp["pipeline_3_stages/iterations:5"] = pyp["pipeline_3_stages"]
-    ours["tbb_pipeline_floor"] = pool["tbb_pipeline_3_stages/iterations:5"]
-    row("Pipeline, 3 trivial stages, per item (vs tbb::parallel_pipeline, 3 threads)",
-        "pipeline_3_stages/iterations:5", "tbb_pipeline_floor",
-        target=lambda o, c, r: (c / o >= 30, f"{1e9 / o / 1e6:.2f} M items/s, {c / o:.0f}x CPython queues (≥ 30x)"))
+    ours["raw_futex_ping_pong_sleep_other_core"] = ours["raw_futex_ping_pong/0/0/0"]
+    ours["raw_futex_ping_pong_sleep_same_core"] = ours["raw_futex_ping_pong/0/1/0"]
+    ours["raw_futex_ping_pong_spin_other_core"] = ours["raw_futex_ping_pong/1/0/0"]
+    ours["raw_futex_ping_pong_idle_first"] = ours["raw_futex_ping_pong/0/0/1/iterations:300"]
+    # Awake, the pool spins: the sleeping ping-pong is no floor for it, so it is not plotted.
+    r.row("Pool submit→get, empty task (1 worker)", "pool_submit_get", "raw_futex_ping_pong_spin_other_core",
+          plot="submit→get", floor_target=False,
+          target=lambda o, c, x: (o <= 2000, f"{o / 1000:.1f} µs (≤ 2 µs awake); {c / o:.0f}x CPython apply_async"))
+    r.row("Pool submit→get, empty task, everything asleep", "pool_submit_get_asleep/iterations:300",
+          "raw_futex_ping_pong_idle_first", plot="submit→get, all asleep", floor_target=1.5,
+          target=lambda o, c, x: (o / x <= 1.5, f"{o / x:.2f}x the raw sleeping round trip (≤ 1.5x)"))
+    r.row("  floor: raw futex ping-pong, sleeping, 300 µs idle before each", "raw_futex_ping_pong_idle_first")
+    r.row("  floor: raw futex ping-pong, sleeping, other core", "raw_futex_ping_pong_sleep_other_core")
+    r.row("  floor: raw futex ping-pong, sleeping, same core", "raw_futex_ping_pong_sleep_same_core")
+    r.row("  floor: raw spin ping-pong, other core", "raw_futex_ping_pong_spin_other_core")
+    r.row("Pool map, chunksize 1, per item", "pool_map_chunksize_1", plot="map, chunksize 1",
+          cpython_target=18,
+          target=lambda o, c, x: (o <= 1000 and c / o >= 18, f"{o:.0f} ns (≤ 1 µs), {c / o:.1f}x CPython (≥ 18x)"))
+    r.row("Pool map, default chunks, per item", "pool_map_default_chunks", plot="map, default chunks",
+          cpython_target=10,
+          target=lambda o, c, x: (o <= 10 and c / o >= 10, f"{o:.0f} ns (≤ 10 ns), {c / o:.1f}x CPython (≥ 10x)"))
+    ours["tbb_floor"] = ours["tbb_parallel_for_1gib/iterations:5"]
+    r.row("for_each_index, 1 GiB float64, 2 workers (vs tbb::parallel_for, 2 threads)",
+          "pool_for_each_index_1gib/iterations:5", "tbb_floor", plot="for_each_index vs tbb::parallel_for",
+          floor_target=1 / 0.9, target=lambda o, c, x: (x / o >= 0.9, f"{100 * x / o:.0f}% of TBB (≥ 90%)"))
+    r.row("Worker SIGKILLed: death to WorkerCrashed in get()", "pool_crash_surfaced/iterations:50/manual_time",
+          target=lambda o, c, x: (o <= 3e6, f"{o / 1e6:.2f} ms (≤ 3 ms); CPython's Pool hangs forever"))
+    r.row("Pool start-up, 2 workers ready", "pool_startup_2_workers/256/manual_time", plot="start-up, 2 workers",
+          cpython_key="pool_startup_2_workers",
+          target=lambda o, c, x: (o <= 2e6, f"{o / 1e6:.2f} ms (≤ 2 ms); CPython spawn {c / 1e6:.0f} ms"))
+    r.row("Pool shutdown, 2 workers", "pool_shutdown_2_workers/manual_time")
+    ours["tbb_pipeline_floor"] = ours["tbb_pipeline_3_stages/iterations:5"]
+    r.row("Pipeline, 3 trivial stages, per item (vs tbb::parallel_pipeline, 3 threads)",
+          "pipeline_3_stages/iterations:5", "tbb_pipeline_floor", plot="pipeline, 3 stages",
+          cpython_key="pipeline_3_stages", cpython_target=30,
+          target=lambda o, c, x: (c / o >= 30, f"{1e9 / o / 1e6:.2f} M items/s, {c / o:.0f}x CPython queues (≥ 30x)"))
+    return r
 
-    header = ["operation", "shmpool", f"CPython {py['python']}", "raw / floor", "CPython / shmpool",
-              "shmpool / floor", "target"]
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
-    print(line(header))
-    for r in rows:
-        print(line(r))
-    print(f"\n{sum(verdicts)} of {len(verdicts)} targets met")
+
+def table(report):
+    """The console table."""
+    rows = [report.header] + report.rows
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(report.header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def markdown(report, results):
+    m = results["machine"]
+    out = [BEGIN,
+           f"Measured on {m['date']}: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, "
+           f"CPython {results['python']}. **{sum(report.verdicts)} of {len(report.verdicts)} "
+           "targets met.**\n\n",
+           "| " + " | ".join(report.header) + " |\n", "|" + "---|" * len(report.header) + "\n"]
+    for row in report.rows:
+        out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |\n")
+    out.append("\n![shmpool against CPython](img/bench-vs-cpython.png)\n\n")
+    out.append("![shmpool against the floor](img/bench-vs-floor.png)\n")
+    out.append(END)
+    return "".join(out)
+
+
+def plot(points, path, title, xlabel, baseline):
+    """A horizontal bar chart, log scale, with each target as a red tick."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "data.tsv")
+        with open(data, "w") as f:
+            for i, (label, value, target) in enumerate(reversed(points)):
+                f.write(f"{i}\t\"{label}\"\t{value}\t{target if target else 'NaN'}\n")
+        lo = min(min(v for _, v, _ in points), baseline) / 1.5
+        hi = max(max(v for _, v, _ in points), max((t for _, _, t in points if t), default=1)) * 3
+        script = f"""
+set terminal pngcairo size 960,{160 + 26 * len(points)} font "DejaVu Sans,10"
+set output "{path}"
+set datafile separator "\\t"
+set title "{title}"
+set xlabel "{xlabel}"
+set logscale x 10
+set xrange [{lo}:{hi}]
+set yrange [-0.7:{len(points) - 0.3}]
+set grid xtics mxtics
+set format x "%gx"
+set termoption noenhanced
+set key outside top center horizontal
+set arrow from {baseline},graph 0 to {baseline},graph 1 nohead lc rgb "#555555" dt 2
+plot "{data}" using ({lo}):1:({lo}):3:($1-0.35):($1+0.35):ytic(2) with boxxyerror fill solid 0.7 lc rgb "#3b78b0" title "shmpool", \\
+     "" using 4:1:($4/1.012):($4*1.012):($1-0.45):($1+0.45) with boxxyerror fill solid 1.0 lc rgb "#c0392b" title "target", \\
+     "" using 3:1:(sprintf("%.3g", $3)) with labels left offset char 0.8,0 font ",9" notitle
+"""
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+
+
+def write_docs(results, report, docs):
+    os.makedirs(os.path.join(docs, "img"), exist_ok=True)
+    with open(os.path.join(docs, "benchmarks.json"), "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+        f.write("\n")
+    md = os.path.join(docs, "benchmarks.md")
+    with open(md) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        sys.exit(f"run_benchmarks: {md} lacks the markers of its generated part")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    with open(md, "w") as f:
+        f.write(head + markdown(report, results) + tail)
+    if not shutil.which("gnuplot"):
+        sys.exit("run_benchmarks: gnuplot is missing (scripts/install-deps.sh installs it)")
+    plot(report.vs_cpython, os.path.join(docs, "img", "bench-vs-cpython.png"),
+         "shmpool against CPython: how many times faster (higher is better)",
+         "CPython time / shmpool time (log scale)", 1)
+    plot(report.vs_floor, os.path.join(docs, "img", "bench-vs-floor.png"),
+         "shmpool against the floor: raw system calls, a bare mutex, oneTBB in one process (lower is better)",
+         "shmpool time / floor time (log scale; 1 = as fast as the floor)", 1)
+
+
+def check(docs):
+    """Renders docs/benchmarks.json into a scratch copy of docs/ and compares: the tables in the
+    docs are the ones the data gives, and the plots can be drawn."""
+    with open(os.path.join(docs, "benchmarks.json")) as f:
+        results = json.load(f)
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(os.path.join(docs, "benchmarks.md"), tmp)
+        write_docs(results, build_report(results), tmp)
+        with open(os.path.join(docs, "benchmarks.md")) as f:
+            want = f.read()
+        with open(os.path.join(tmp, "benchmarks.md")) as f:
+            got = f.read()
+        if got != want:
+            sys.stdout.writelines(difflib.unified_diff(want.splitlines(True), got.splitlines(True),
+                                                       "docs/benchmarks.md", "rendered"))
+            sys.exit("run_benchmarks: docs/benchmarks.md differs from what docs/benchmarks.json gives")
+        for name in ["bench-vs-cpython.png", "bench-vs-floor.png"]:
+            with open(os.path.join(tmp, "img", name), "rb") as f:
+                if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                    sys.exit(f"run_benchmarks: {name} is not a PNG")
+    print("docs/benchmarks.md matches docs/benchmarks.json; both plots render")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--python", default="/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable)
+    ap.add_argument("--docs", default=os.path.join(ROOT, "docs"), help="where benchmarks.md and img/ are")
+    ap.add_argument("--render", metavar="JSON", help="render saved results instead of measuring")
+    ap.add_argument("--check", action="store_true", help="check the docs against their saved results")
+    args = ap.parse_args()
+
+    if args.check:
+        check(args.docs)
+        return
+    if args.render:
+        with open(args.render) as f:
+            results = json.load(f)
+    else:
+        results = measure(args.build, args.python)
+    report = build_report(results)
+    print(table(report))
+    print(f"\n{sum(report.verdicts)} of {len(report.verdicts)} targets met")
 
     outdir = os.path.join(args.build, "bench")
     os.makedirs(outdir, exist_ok=True)
     with open(os.path.join(outdir, "results.json"), "w") as f:
-        json.dump({"shmpool_ns": ours, "cpython_ns": cp, "python": py["python"]}, f, indent=2)
-    with open(os.path.join(outdir, "results.md"), "w") as f:
-        f.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
-        for r in rows:
-            f.write("| " + " | ".join(str(c) for c in r) + " |\n")
+        json.dump(results, f, indent=2, sort_keys=True)
+    write_docs(results, report, args.docs)
+    print(f"\nwrote {os.path.relpath(os.path.join(args.docs, 'benchmarks.md'))} and its plots in "
+          f"{os.path.relpath(os.path.join(args.docs, 'img'))}/")
 
 
 if __name__ == "__main__":

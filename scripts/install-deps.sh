@@ -8,7 +8,7 @@ packages=(
     libgtest-dev libgmock-dev libbenchmark-dev
     clang libclang-rt-14-dev
     python3 python3-numpy
-    libpng-dev
+    libpng-dev gnuplot-nox
 )
 
 missing=()
