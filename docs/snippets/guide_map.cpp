@@ -21,7 +21,7 @@ struct Moments {
 
 // Step 1, a reduction: each task reads a range of the shared samples and returns two numbers.
 // Only the block's name and two indices travel; the samples stay where they are.
-Moments moments(std::string samples, std::size_t begin, std::size_t end) {
+Moments moments(const std::string& samples, std::size_t begin, std::size_t end) {
     const auto& a = shmpool::SharedArray<double>::cached(samples);  // mapped once per worker
     Moments m;
     for (std::size_t i = begin; i < end; ++i) {
@@ -33,7 +33,8 @@ Moments moments(std::string samples, std::size_t begin, std::size_t end) {
 SHMPOOL_TASK(moments_task, moments);
 
 // Step 2, in place: each task rewrites its own range, so no two tasks touch the same element.
-void standardize(std::string samples, double mean, double sd, std::size_t begin, std::size_t end) {
+void standardize(const std::string& samples, double mean, double sd, std::size_t begin,
+                 std::size_t end) {
     auto& a = shmpool::SharedArray<double>::cached(samples);
     for (std::size_t i = begin; i < end; ++i)
         a[i] = (a[i] - mean) / sd;
@@ -42,15 +43,15 @@ SHMPOOL_TASK(standardize_task, standardize);
 
 int main(int argc, char** argv) {
     shmpool::init(argc, argv);  // a worker runs its loop here and never returns
-
-    const std::size_t n = 4'000'000;
-    // A tracked block owned by this process: if it is killed, the tracker removes the block.
-    auto samples = shmpool::SharedArray<double>::create(n);
-    for (std::size_t i = 0; i < n; ++i)
-        samples[i] = static_cast<double>(i % 1000) / 1000;
-
-    shmpool::Pool pool({.workers = 2, .max_retries = 2});
     try {
+        const std::size_t n = 4'000'000;
+        // This process owns the block: if it exits without unlinking it (an exception, a
+        // crash, a kill), the tracker removes it.
+        auto samples = shmpool::SharedArray<double>::create(n);
+        for (std::size_t i = 0; i < n; ++i)
+            samples[i] = static_cast<double>(i % 1000) / 1000;
+
+        shmpool::Pool pool({.workers = 2, .max_retries = 2});
         std::vector<std::tuple<std::string, std::size_t, std::size_t>> ranges;
         for (std::size_t b = 0; b < n; b += 250'000)
             ranges.emplace_back(samples.name(), b, std::min(n, b + 250'000));
@@ -65,14 +66,20 @@ int main(int argc, char** argv) {
 
         pool.for_each_index(standardize_task, n, 0, samples.name(), mean, sd);
         fmt::print("samples[0] = {:.4f}\n", samples[0]);
-    } catch (const shmpool::TaskError& e) {  // a task threw: its type and message, which item
+
+        const shmpool::PoolStats stats = pool.stats();
+        fmt::print("{} tasks, {} crashes, {} retries\n", stats.tasks_done, stats.crashes,
+                   stats.retries);
+        samples.unlink();                    // done with the data: free the memory now
+    } catch (const shmpool::TaskError& e) {  // a task threw: which task, what type, what()
         fmt::print(stderr, "task failed: {}\n", e.what());
-    } catch (const shmpool::WorkerCrashed& e) {  // a worker died on the same item every retry
+        return 1;
+    } catch (const shmpool::WorkerCrashed& e) {  // an item killed its worker on every attempt
         fmt::print(stderr, "worker crashed: {}\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {  // no memory, /dev/shm full, no worker could start...
+        fmt::print(stderr, "error: {}\n", e.what());
+        return 1;
     }
-    const shmpool::PoolStats stats = pool.stats();
-    fmt::print("{} tasks, {} crashes, {} retries\n", stats.tasks_done, stats.crashes,
-               stats.retries);
-    samples.unlink();  // the data is ours: remove the block (the mapping goes with `samples`)
 }
 // [guide-map]

@@ -11,7 +11,7 @@
 #include <shmpool/shm/shareable_list.hpp>
 
 // Runs in a worker: squares a range of the float64 values in place.
-void square(std::string block, std::size_t begin, std::size_t end) {
+void square(const std::string& block, std::size_t begin, std::size_t end) {
     auto* values = reinterpret_cast<double*>(shmpool::shared_block(block).data());
     for (std::size_t i = begin; i < end; ++i)
         values[i] *= values[i];

@@ -6,8 +6,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <mutex>
 #include <shmpool/framework/pool.hpp>
@@ -62,11 +64,7 @@ std::string describe(const shmpool::WorkerEvent& e) {
                        e.task.empty() ? "-" : e.task, item, e.reason);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    shmpool::init(argc, argv);  // in a worker process, this runs the worker and never returns
-
+int run() {
     constexpr std::int64_t n = 60;
     // Which items crash on their first attempt, and how: each is retried on a fresh worker.
     const std::vector<std::pair<std::int64_t, std::string>> first_attempt_crashes{
@@ -151,4 +149,18 @@ int main(int argc, char** argv) {
     fmt::print("\nresult: {} crashes: {} retries: {} timeouts: {} leaked-segments: {}\n",
                correct ? "correct" : "WRONG", stats.crashes, stats.retries, stats.timeouts, leaked);
     return correct && leaked == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    shmpool::init(argc, argv);  // in a worker process, this runs the worker and never returns
+    try {
+        return run();
+    } catch (const std::exception& e) {  // what run() does not handle itself: a bug, or no memory
+        std::fprintf(stderr, "crash_resilience: error: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "crash_resilience: error: unknown exception\n");
+    }
+    return 1;
 }

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <optional>
 #include <shmpool/framework/pool.hpp>
@@ -106,11 +107,7 @@ void write_png(const std::string& path, const std::uint8_t* rgb, int width, int 
     if (std::fclose(f) != 0) throw std::runtime_error(fmt::format("cannot write '{}'", path));
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    shmpool::init(argc, argv);  // in a worker process this runs the worker and never returns
-
+int run(int argc, char** argv) {
     int workers = 2, width = 1600, height = 1000, max_iter = 2000;
     double crash_rate = 0;
     std::string out = "mandelbrot.png";
@@ -190,4 +187,18 @@ int main(int argc, char** argv) {
     fmt::print("checksum: {:016x} crashes: {} retries: {} leaked-segments: {}\n", checksum, crashes,
                retries, leaked);
     return leaked == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    shmpool::init(argc, argv);  // in a worker process this runs the worker and never returns
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {  // what run() does not handle itself: a bug, or no memory
+        std::fprintf(stderr, "mandelbrot: error: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "mandelbrot: error: unknown exception\n");
+    }
+    return 1;
 }

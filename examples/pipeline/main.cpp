@@ -7,7 +7,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <optional>
 #include <shmpool/framework/pipeline.hpp>
@@ -45,11 +47,7 @@ std::uint64_t aggregate(std::uint64_t x) {
 }
 SHMPOOL_TASK(aggregate_task, aggregate);
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    shmpool::init(argc, argv);  // in a worker process this runs the worker and never returns
-
+int run(int argc, char** argv) {
     CLI::App app{"A three-stage pipeline across processes, with a status board"};
     std::uint64_t items = 200000;
     unsigned workers = 2;
@@ -149,4 +147,18 @@ int main(int argc, char** argv) {
     const bool ok = result == expected && stats.completed == items && stats.failed == 0;
     fmt::print("{}\n", ok ? "pipeline ok" : "pipeline WRONG");
     return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    shmpool::init(argc, argv);  // in a worker process this runs the worker and never returns
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {  // what run() does not handle itself: a bug, or no memory
+        std::fprintf(stderr, "pipeline: error: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "pipeline: error: unknown exception\n");
+    }
+    return 1;
 }

@@ -6,7 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <shmpool/shm/shareable_list.hpp>
 #include <string>
 
@@ -15,20 +17,19 @@ namespace {
 // The child's side: attach by name, square the number, append a greeting.
 int child(const char* name) {
     auto list = shmpool::ShareableList::attach(name);
-    auto n = list[0].operator shmpool::Value().get<std::int64_t>();
+    auto n = list.get(0).get<std::int64_t>();
     list[0] = n * n;
     list[1] = fmt::format("hello from pid {}", ::getpid());
     return 0;
 }
 
 int run_and_wait(const std::string& command) {
+    std::fflush(stdout);  // our lines before the child's, also when stdout is a pipe
     int status = std::system(command.c_str());
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     if (argc == 3 && std::string(argv[1]) == "--child") return child(argv[2]);
 
     // Slot 1 is sized for the child's longest greeting: slots never grow after creation.
@@ -55,4 +56,17 @@ int main(int argc, char** argv) {
     list.unlink();
     fmt::print("{}\n", ok ? "demo ok" : "demo FAILED");
     return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {  // what run() does not handle itself: a bug, or no memory
+        std::fprintf(stderr, "shm_demo: error: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "shm_demo: error: unknown exception\n");
+    }
+    return 1;
 }

@@ -37,11 +37,7 @@ int fail(const std::string& message) {
     return 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    shmpool::init(argc, argv);  // in a worker process, this runs the worker and never returns
-
+int run(int argc, char** argv) {
     CLI::App app{"Square float64 values in place in an existing shared-memory block", "shm_square"};
     std::string name;
     std::int64_t count = 0;  // signed, so that a negative count gets our message, not CLI11's
@@ -79,4 +75,18 @@ int main(int argc, char** argv) {
         return fail(e.what());
     }
     return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    shmpool::init(argc, argv);  // in a worker process, this runs the worker and never returns
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {  // what run() does not handle itself: a bug, or no memory
+        std::fprintf(stderr, "shm_square: error: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "shm_square: error: unknown exception\n");
+    }
+    return 1;
 }

@@ -35,7 +35,7 @@ bool is_letter(char c) {
 }
 
 // The task: the words of bytes [begin, end) of the block, a range that does not cut a word.
-Counts count_words(std::string block, std::size_t begin, std::size_t end) {
+Counts count_words(const std::string& block, std::size_t begin, std::size_t end) {
     const char* text = shmpool::SharedArray<char>::cached(block).data();  // mapped once per worker
     std::unordered_map<std::string, std::uint64_t> counts;
     std::string word;
@@ -73,8 +73,8 @@ void append_file(const std::string& path, std::string& text) {
     text += '\n';  // a word never runs on from one file into the next
 }
 
-// Removes the text block however run() ends. The tracker would also remove it once this process
-// exits, but as a leak, with a warning: it is the safety net for a crash, not the plan.
+// Removes the text block however count_top_words() ends. The tracker would also remove it once this
+// process exits, but as a leak, with a warning: it is the safety net for a crash, not the plan.
 struct RemoveOnExit {
     std::string name;
     ~RemoveOnExit() {
@@ -85,7 +85,7 @@ struct RemoveOnExit {
     }
 };
 
-int run(const std::vector<std::string>& files, unsigned workers, std::size_t top) {
+int count_top_words(const std::vector<std::string>& files, unsigned workers, std::size_t top) {
     // Every file is read before anything is created, so a bad one leaves nothing behind.
     std::string loaded;
     for (const auto& path : files)
@@ -137,11 +137,7 @@ int run(const std::vector<std::string>& files, unsigned workers, std::size_t top
     return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    shmpool::init(argc, argv);  // in a worker process, this runs the worker and never returns
-
+int run(int argc, char** argv) {
     CLI::App app{"Count the words of text files in shmpool workers; print the most frequent",
                  "wordcount"};
     std::vector<std::string> files;
@@ -160,8 +156,22 @@ int main(int argc, char** argv) {
     if (top <= 0) return fail(fmt::format("--top must be at least 1, not {}", top));
 
     try {
-        return run(files, workers, static_cast<std::size_t>(top));
+        return count_top_words(files, workers, static_cast<std::size_t>(top));
     } catch (const std::exception& e) {
         return fail(e.what());
     }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    shmpool::init(argc, argv);  // in a worker process, this runs the worker and never returns
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {  // what run() does not handle itself: a bug, or no memory
+        std::fprintf(stderr, "wordcount: error: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "wordcount: error: unknown exception\n");
+    }
+    return 1;
 }

@@ -30,7 +30,6 @@ namespace {
 using detail::ArenaView;
 using detail::BufferMeta;
 using detail::StepCall;
-using detail::StepResult;
 
 // A completed (or failed) step, from a pool's supervisor thread to the pipeline's.
 struct Event {
@@ -334,9 +333,7 @@ struct Pipeline::Impl {
         detail::clear_buffer(arena.meta(t, slot.cur));
         slot.cur = out;
         const unsigned next = s + 1;
-        if (next < worker_stages()) {
-            enqueue_for(next, t);
-        } else if (parent_sink) {
+        if (next < worker_stages() || parent_sink) {  // the next stage, or the sink's queue
             enqueue_for(next, t);
         } else {
             ++stats.completed;
@@ -451,8 +448,9 @@ PipelineStats Pipeline::run() {
     unsigned processes = 0;
     for (const auto& s : m.specs)
         processes += s.workers;
-    const std::size_t tokens =
-        m.options.max_tokens ? m.options.max_tokens : std::max<std::size_t>(8, 4 * processes);
+    const std::size_t tokens = m.options.max_tokens
+                                   ? m.options.max_tokens
+                                   : std::max<std::size_t>(8, std::size_t{4} * processes);
 
     // The arena, owned by this process: if it dies, the tracker removes it.
     m.arena_block.emplace(SharedMemory::create(detail::arena_size(tokens, m.options.token_bytes)));

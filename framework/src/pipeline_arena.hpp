@@ -87,7 +87,8 @@ struct ArenaView {
     std::byte* base = nullptr;
     ArenaHeader* header() const { return reinterpret_cast<ArenaHeader*>(base); }
     BufferMeta* meta(std::uint32_t token, unsigned buf) const {
-        return reinterpret_cast<BufferMeta*>(base + sizeof(ArenaHeader)) + token * 2 + buf;
+        return reinterpret_cast<BufferMeta*>(base + sizeof(ArenaHeader)) + std::size_t{token} * 2 +
+               buf;
     }
     char* data(std::uint32_t token, unsigned buf) const {
         const ArenaHeader* h = header();

@@ -936,6 +936,7 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
             "a pool worker tried to create a Pool: call shmpool::init(argc, argv) at the top of "
             "main()");
     }
+    detail::check_task_registry();
     Impl& m = *impl_;
     m.options = std::move(options);
     m.n = m.options.workers ? m.options.workers : std::max(1u, std::thread::hardware_concurrency());

@@ -3,6 +3,8 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "shmpool/framework/task.hpp"
 
@@ -12,6 +14,7 @@ namespace {
 struct Registry {
     std::mutex mutex;
     std::map<std::string, TaskEntry, std::less<>> tasks;
+    std::vector<std::string> conflicts;  // names registered for two different functions
 };
 
 Registry& registry() {
@@ -21,13 +24,28 @@ Registry& registry() {
 
 }  // namespace
 
-void register_task(const std::string& name, const TaskEntry& entry) {
+// noexcept: allocation failure during static initialisation ends the program either way.
+const std::string& register_task(std::string_view name, const TaskEntry& entry) noexcept {
     Registry& r = registry();
     std::lock_guard lock(r.mutex);
-    auto [it, inserted] = r.tasks.emplace(name, entry);
-    if (!inserted && it->second.invoke != entry.invoke) {
-        throw std::logic_error("two different functions are registered as task '" + name + "'");
+    auto it = r.tasks.find(name);
+    if (it == r.tasks.end()) {
+        it = r.tasks.emplace(std::string(name), entry).first;
+    } else if (it->second.invoke != entry.invoke) {
+        r.conflicts.emplace_back(name);
     }
+    return it->first;
+}
+
+void check_task_registry() {
+    Registry& r = registry();
+    std::lock_guard lock(r.mutex);
+    if (r.conflicts.empty()) return;
+    std::string names;
+    for (const std::string& n : r.conflicts)
+        names += (names.empty() ? "'" : ", '") + n + "'";
+    throw std::logic_error("two different functions are registered under the same task name: " +
+                           names + " (each SHMPOOL_TASK needs a name of its own)");
 }
 
 TaskEntry find_task_entry(std::string_view name) noexcept {

@@ -194,6 +194,7 @@ int worker_main() {
     if (!block || !index) return 2;
     unsigned w = static_cast<unsigned>(std::atoi(index));
     register_pipeline_step();    // any worker program can run pipeline stages
+    check_task_registry();       // a worker_executable other than the parent's program
     ::unsetenv("SHMPOOL_ROLE");  // a worker's own children are not workers
     SharedMemory shm = SharedMemory::attach(block);
     ControlView view{shm.data()};
@@ -294,7 +295,7 @@ SharedMemory& shared_block(std::string_view name) {
     return it->second;
 }
 
-void init(int /*argc*/, char** /*argv*/) {
+void init(int /*argc*/, char** /*argv*/) noexcept {
     const char* role =
         std::getenv("SHMPOOL_ROLE");  // NOLINT(concurrency-mt-unsafe): see worker_main
     if (role == nullptr || std::string_view(role) != "worker") return;
@@ -303,6 +304,8 @@ void init(int /*argc*/, char** /*argv*/) {
         status = detail::worker_main();
     } catch (const std::exception& e) {
         fmt::print(stderr, "shmpool worker {}: {}\n", ::getpid(), e.what());
+    } catch (...) {
+        fmt::print(stderr, "shmpool worker {}: unknown exception\n", ::getpid());
     }
     std::exit(status);  // NOLINT(concurrency-mt-unsafe): the worker is single-threaded
 }

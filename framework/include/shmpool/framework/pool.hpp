@@ -130,8 +130,8 @@ struct PoolOptions {
 };
 
 /// Called at the top of main(): in a process launched as a worker, runs the worker and exits;
-/// elsewhere returns at once.
-void init(int argc, char** argv);
+/// elsewhere returns at once. Never throws: a worker that fails reports on stderr and exits.
+void init(int argc, char** argv) noexcept;
 
 /// This process's long-lived mapping of block `name`: in a worker, one of the pool's
 /// PoolOptions::shared_blocks (attached at start-up); elsewhere attached on first use. Throws

@@ -45,8 +45,13 @@ struct TaskEntry {
     std::uint32_t out_stride = 0;    ///< sizeof the result, 0 for void (packed tasks)
 };
 
-/// Registers a task; std::logic_error if the name is taken by another function.
-void register_task(const std::string& name, const TaskEntry& entry);
+/// Registers a task and returns its name as the registry keeps it (valid for the life of the
+/// program). It never throws, since it runs during static initialisation where nothing could
+/// catch: a name taken by another function is recorded, and check_task_registry() reports it.
+const std::string& register_task(std::string_view name, const TaskEntry& entry) noexcept;
+/// std::logic_error naming every task name registered for two different functions (Pool's
+/// constructor and the worker's start-up call it); nothing if there is none.
+void check_task_registry();
 /// The invoker registered under `name`, or nullptr.
 Invoker find_task(std::string_view name) noexcept;
 /// Everything registered under `name` (all null if nothing is).
@@ -144,10 +149,11 @@ class Task {
     using Result = typename Traits::Result;
     using Arguments = typename Traits::Arguments;
 
-    explicit Task(std::string name) : name_(std::move(name)) {
-        detail::register_task(name_, detail::task_entry<Fn>());
-    }
-    const std::string& name() const noexcept { return name_; }
+    /// Registers the task under `name`; noexcept, so that a Task may be a namespace-scope
+    /// constant (a duplicate name is reported later, by Pool's constructor).
+    explicit Task(std::string_view name) noexcept
+        : name_(&detail::register_task(name, detail::task_entry<Fn>())) {}
+    const std::string& name() const noexcept { return *name_; }
 
     /// Appends a call's arguments, encoded as the worker will decode them, to `out`.
     template <class... A>
@@ -164,7 +170,7 @@ class Task {
     }
 
   private:
-    std::string name_;
+    const std::string* name_;  // the registry's copy
 };
 
 }  // namespace shmpool
