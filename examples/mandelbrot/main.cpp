@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cmath>
+#include <cerrno>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include <shmpool/framework/pool.hpp>
 #include <shmpool/framework/shared_array.hpp>
 #include <string>
+#include <system_error>
 #include <vector>
 
 namespace {
@@ -87,7 +89,8 @@ std::uint64_t fnv1a(const std::uint8_t* p, std::size_t n) {
 void write_png(const std::string& path, const std::uint8_t* rgb, int width, int height) {
     std::FILE* f = std::fopen(path.c_str(), "wb");
     if (f == nullptr)
-        throw std::runtime_error(fmt::format("cannot write '{}': {}", path, std::strerror(errno)));
+        throw std::system_error(errno, std::generic_category(),
+                                fmt::format("cannot write '{}'", path));
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
     png_infop info = png ? png_create_info_struct(png) : nullptr;
     if (png == nullptr || info == nullptr || setjmp(png_jmpbuf(png))) {

@@ -62,7 +62,8 @@ int run(int argc, char** argv) {
         fmt::print(stderr, "pipeline: error: {}\n", e.what());
         return 1;
     }
-    ::setenv("PIPELINE_ITEMS", std::to_string(items).c_str(), 1);  // before any thread starts
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): before any thread starts; the workers inherit it
+    ::setenv("PIPELINE_ITEMS", std::to_string(items).c_str(), 1);
 
     shmpool::Pipeline pipeline({.max_tokens = 256, .status_board = true, .cancel_on_sigint = true});
     std::uint64_t result = 0;

@@ -25,7 +25,7 @@ int child(const char* name) {
 
 int run_and_wait(const std::string& command) {
     std::fflush(stdout);  // our lines before the child's, also when stdout is a pipe
-    int status = std::system(command.c_str());
+    int status = std::system(command.c_str());  // NOLINT(concurrency-mt-unsafe): one thread
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 

@@ -13,13 +13,13 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <exception>
 #include <memory>
 #include <shmpool/framework/pool.hpp>
 #include <shmpool/framework/shared_array.hpp>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <tuple>
 #include <unordered_map>
@@ -63,13 +63,12 @@ int fail(const std::string& message) {
 void append_file(const std::string& path, std::string& text) {
     std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
                                                          &std::fclose);
-    if (!file) throw std::runtime_error(fmt::format("{}: {}", path, std::strerror(errno)));
+    if (!file) throw std::system_error(errno, std::generic_category(), path);
     char buffer[1 << 16];
     while (std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get()))
         text.append(buffer, n);
     // fopen() succeeds on a directory; reading it is what fails (EISDIR).
-    if (std::ferror(file.get()))
-        throw std::runtime_error(fmt::format("{}: {}", path, std::strerror(errno)));
+    if (std::ferror(file.get())) throw std::system_error(errno, std::generic_category(), path);
     text += '\n';  // a word never runs on from one file into the next
 }
 
