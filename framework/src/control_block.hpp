@@ -36,6 +36,7 @@ struct alignas(64) SlotHeader {
     std::atomic<std::int32_t> worker_pid;
     std::atomic<std::uint64_t> item_started_ns;  // CLOCK_MONOTONIC, shared by all processes
     std::atomic<std::uint64_t> chunk_id;
+    std::atomic<std::uint64_t> chunk_busy_ns;  // the worker's time on the chunk it marked done
     std::atomic<std::uint32_t>
         init_failed;  // the initializer threw: its error is in the response area
 };

@@ -11,9 +11,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <map>
 #include <mutex>
-#include <set>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
@@ -126,13 +124,22 @@ struct Pipeline::Impl {
         unsigned cur = 0;  // the buffer holding the item now
     };
     struct StageQueue {
-        std::deque<std::uint32_t> ready;               // parallel, serial_out_of_order
-        std::map<std::uint64_t, std::uint32_t> order;  // serial_in_order, by sequence
-        std::uint64_t next = 0;                        // serial_in_order: the next sequence due
-        std::set<std::uint64_t> skip;                  // sequences that will never come
-        std::size_t batches = 0;                       // handed to the pool, not all back
+        static constexpr std::uint32_t unknown = UINT32_MAX;      // not arrived yet
+        static constexpr std::uint32_t skipped = UINT32_MAX - 1;  // will never come
+        std::deque<std::uint32_t> ready;                          // parallel, serial_out_of_order
+        // serial_in_order: window[i] is the token of sequence next + i, or unknown, or skipped
+        // (a deque by offset rather than a map: no allocation and no tree per item).
+        std::deque<std::uint32_t> window;
+        std::uint64_t next = 0;   // serial_in_order: the next sequence due
+        std::size_t waiting = 0;  // tokens in the window
+        std::size_t batches = 0;  // handed to the pool, not all back
         bool in_order = false;
-        std::size_t depth() const { return ready.size() + order.size(); }
+        std::size_t depth() const { return ready.size() + waiting; }
+        void place(std::uint64_t sequence, std::uint32_t what) {
+            const auto i = static_cast<std::size_t>(sequence - next);
+            if (i >= window.size()) window.resize(i + 1, unknown);
+            window[i] = what;
+        }
     };
     std::optional<SharedMemory> arena_block;
     ArenaView arena;
@@ -174,16 +181,19 @@ struct Pipeline::Impl {
     // a worker source's end).
     void skip_from(unsigned from, std::uint64_t sequence) {
         for (unsigned s = from; s < queues.size(); ++s) {
-            if (queues[s].in_order && sequence >= queues[s].next) queues[s].skip.insert(sequence);
+            if (queues[s].in_order && sequence >= queues[s].next)
+                queues[s].place(sequence, StageQueue::skipped);
         }
     }
 
     void enqueue_for(unsigned s, std::uint32_t t) {
         StageQueue& q = queues[s];
-        if (q.in_order)
-            q.order.emplace(slots[t].sequence, t);
-        else
+        if (q.in_order) {
+            q.place(slots[t].sequence, t);
+            ++q.waiting;
+        } else {
             q.ready.push_back(t);
+        }
         if (s < worker_stages())
             stats.stages[s].max_queue_depth = std::max(stats.stages[s].max_queue_depth, q.depth());
     }
@@ -199,17 +209,13 @@ struct Pipeline::Impl {
             }
             return out;
         }
-        while (out.size() < limit) {
-            if (!q.order.empty() && q.order.begin()->first == q.next) {
-                out.push_back(q.order.begin()->second);
-                q.order.erase(q.order.begin());
-                ++q.next;
-            } else if (auto it = q.skip.find(q.next); it != q.skip.end()) {
-                q.skip.erase(it);
-                ++q.next;
-            } else {
-                break;
+        while (out.size() < limit && !q.window.empty() && q.window.front() != StageQueue::unknown) {
+            if (q.window.front() != StageQueue::skipped) {
+                out.push_back(q.window.front());
+                --q.waiting;
             }
+            q.window.pop_front();
+            ++q.next;
         }
         return out;
     }
@@ -576,7 +582,7 @@ PipelineStats Pipeline::run() {
         PoolStats ps = m.pools[s]->stats();
         m.stats.stages[s].retries = ps.retries;
         m.stats.stages[s].crashes = ps.crashes;
-        m.stats.stages[s].busy_seconds = static_cast<double>(h->stage[s].busy()) / 1e9;
+        m.stats.stages[s].busy_seconds = ps.busy_seconds;
     }
     std::sort(m.stats.failures.begin(), m.stats.failures.end(),
               [](const ItemFailure& a, const ItemFailure& b) { return a.sequence < b.sequence; });

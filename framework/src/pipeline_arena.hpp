@@ -25,24 +25,9 @@ constexpr std::size_t max_pipeline_stages = 16;
 constexpr std::size_t stage_task_chars = 96;
 constexpr char pipeline_step_name[] = "shmpool.pipeline_step";
 
-constexpr std::size_t busy_counters = 16;
-
-struct alignas(64) BusyCounter {
-    std::atomic<std::uint64_t> value;
-};
-
 struct ArenaStage {
     char task[stage_task_chars];
     std::uint32_t source;  // 1: a worker source, called with the sequence number
-    // Time spent in the stage function, one counter per worker (by index, modulo), so that the
-    // workers of a parallel stage do not share a cache line.
-    BusyCounter busy_ns[busy_counters];
-    std::uint64_t busy() const {
-        std::uint64_t sum = 0;
-        for (const auto& c : busy_ns)
-            sum += c.value.load(std::memory_order_relaxed);
-        return sum;
-    }
 };
 
 struct alignas(64) ArenaHeader {

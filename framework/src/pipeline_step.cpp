@@ -29,16 +29,6 @@ ArenaView arena() {
     return view;
 }
 
-// This worker's index in its stage's pool: its own busy-time counter, no cache line shared with
-// the stage's other workers.
-unsigned worker_index() {
-    static const unsigned index = [] {
-        const char* w = std::getenv("SHMPOOL_WORKER");  // NOLINT(concurrency-mt-unsafe)
-        return w ? static_cast<unsigned>(std::strtoul(w, nullptr, 10)) : 0u;
-    }();
-    return index;
-}
-
 }  // namespace
 
 StepResult pipeline_step(StepCall call) {
@@ -71,10 +61,7 @@ StepResult pipeline_step(StepCall call) {
     static std::string out;  // reused: no allocation per item
     out.clear();
     Reader reader(input.data, input.size);
-    const std::uint64_t t0 = monotonic_ns();
-    invoke(reader, out);
-    stage.busy_ns[worker_index() % busy_counters].value.fetch_add(monotonic_ns() - t0,
-                                                                  std::memory_order_relaxed);
+    invoke(reader, out);  // its time is counted by the pool, per chunk
     input.block.reset();
 
     std::string_view bytes = out;

@@ -153,9 +153,16 @@ struct Pool::Impl {
     // callback that submits work can never deadlock on it.
     std::atomic_flag slots_busy = ATOMIC_FLAG_INIT;
     bool try_lock_slots() noexcept { return !slots_busy.test_and_set(std::memory_order_acquire); }
+    // The holder may have been preempted (more busy threads than cores): after a short spin,
+    // give the core away rather than burn the time slice it needs to finish.
     void lock_slots() noexcept {
-        while (slots_busy.test_and_set(std::memory_order_acquire))
-            __builtin_ia32_pause();
+        for (unsigned i = 1; slots_busy.test_and_set(std::memory_order_acquire); ++i) {
+            if (i % 64 == 0) {
+                std::this_thread::yield();
+            } else {
+                __builtin_ia32_pause();
+            }
+        }
     }
     void unlock_slots() noexcept { slots_busy.clear(std::memory_order_release); }
     bool any_slot_done() const noexcept {
@@ -201,6 +208,7 @@ struct Pool::Impl {
 
     std::atomic<std::size_t> done{0}, failed{0}, retries{0}, crashes{0}, respawns{0}, timeouts{0},
         cancelled{0}, recycled_tasks{0}, recycled_memory{0};
+    std::atomic<std::uint64_t> busy_ns{0};  // workers' time on the chunks harvested
     // What futures hold to reach the pool (to wake it, to harvest their own result): nulled
     // before the pool goes, which then waits until no future is still inside it.
     struct Handle {
@@ -535,6 +543,8 @@ struct Pool::Impl {
             const std::uint32_t completed =
                 std::min<std::uint32_t>(view.slot(w)->completed.load(std::memory_order_acquire),
                                         static_cast<std::uint32_t>(chunk.size()));
+            // Counted before the results go out: a caller woken by them sees its work in stats().
+            busy_ns += view.slot(w)->chunk_busy_ns.load(std::memory_order_relaxed);
             deliver(w, chunk, 0, completed);
             if (completed < chunk.size()) {
                 std::lock_guard lock(queue_mutex);
@@ -909,8 +919,9 @@ struct Pool::Impl {
             unlock_slots();
             if (finished) return;
             if (progress) continue;
-            for (int i = 0; i < supervisor_spin_rounds &&
-                            h->parent_bell.load(std::memory_order_acquire) == seen;
+            // No spin when workers do not spin either: the processes outnumber the cores.
+            const int spin = options.idle_spin.count() > 0 ? supervisor_spin_rounds : 0;
+            for (int i = 0; i < spin && h->parent_bell.load(std::memory_order_acquire) == seen;
                  ++i) {
                 __builtin_ia32_pause();
             }
@@ -1162,9 +1173,18 @@ std::vector<pid_t> Pool::worker_pids() const {
 
 PoolStats Pool::stats() const {
     const Impl& m = *impl_;
-    return {m.done.load(),      m.failed.load(),         m.retries.load(),
-            m.crashes.load(),   m.respawns.load(),       m.timeouts.load(),
-            m.cancelled.load(), m.recycled_tasks.load(), m.recycled_memory.load()};
+    PoolStats s;
+    s.tasks_done = m.done.load();
+    s.tasks_failed = m.failed.load();
+    s.retries = m.retries.load();
+    s.crashes = m.crashes.load();
+    s.respawns = m.respawns.load();
+    s.timeouts = m.timeouts.load();
+    s.cancelled = m.cancelled.load();
+    s.recycled_tasks = m.recycled_tasks.load();
+    s.recycled_memory = m.recycled_memory.load();
+    s.busy_seconds = static_cast<double>(m.busy_ns.load()) / 1e9;
+    return s;
 }
 
 const std::string& Pool::control_block() const noexcept {

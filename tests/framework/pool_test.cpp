@@ -36,6 +36,16 @@ int square(int x) {
 }
 SHMPOOL_TASK(square_task, square);
 
+// Work of a known minimum length: spins until the shared clock moved by `us` microseconds.
+int spin_for(int us) {
+    const std::uint64_t until =
+        shmpool::detail::monotonic_ns() + static_cast<std::uint64_t>(us) * 1000;
+    while (shmpool::detail::monotonic_ns() < until) {
+    }
+    return us;
+}
+SHMPOOL_TASK(spin_for_task, spin_for);
+
 std::string shout(const std::string& s, int times) {
     std::string out;
     for (int i = 0; i < times; ++i)
@@ -207,6 +217,19 @@ TEST(Pool, ManyFuturesAllResolve) {
     for (int i = 0; i < 500; ++i)
         ASSERT_EQ(futures[static_cast<std::size_t>(i)].get(), i * i);
     EXPECT_EQ(pool.stats().tasks_done, 500u);
+}
+
+TEST(Pool, BusySecondsCountTheWorkersTimeOnTasks) {
+    Pool pool({.workers = 2});
+    EXPECT_EQ(pool.stats().busy_seconds, 0.0);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<int> work(40, 1000);  // 40 ms of work in all
+    pool.map(spin_for_task, work, 1);
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double busy = pool.stats().busy_seconds;
+    EXPECT_GE(busy, 0.040);     // every task spun at least its millisecond
+    EXPECT_LE(busy, 2 * wall);  // two workers cannot be busy longer than the job took, each
 }
 
 TEST(Pool, MapKeepsInputOrderForEveryChunkSize) {

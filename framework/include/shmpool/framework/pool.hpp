@@ -75,6 +75,7 @@ struct PoolStats {
     std::size_t cancelled = 0;        ///< running tasks killed by a hard cancel
     std::size_t recycled_tasks = 0;   ///< workers replaced after max_tasks_per_worker
     std::size_t recycled_memory = 0;  ///< workers replaced after max_memory_per_worker
+    double busy_seconds = 0;          ///< time workers spent running chunks that completed, summed
 };
 
 /// The name of a registered task (any Task<Fn> converts to it), e.g. for PoolOptions::initializer.
