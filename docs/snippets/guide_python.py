@@ -1,14 +1,13 @@
 #!/usr/bin/env python3
 """The Python half of the Python walk-through of docs/guide.md: usage: guide_python.py PROGRAM."""
-import sys
-
 # [guide-python]
 import subprocess
+import sys
 from multiprocessing import shared_memory
 
 import numpy as np
 
-program = sys.argv[1]  # the C++ program above
+program = sys.argv[1]  # the C++ program below
 n = 1_000_000
 block = shared_memory.SharedMemory(create=True, size=n * 8)
 values = np.ndarray((n,), dtype=np.float64, buffer=block.buf)
