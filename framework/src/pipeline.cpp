@@ -80,24 +80,6 @@ class StepSink : public detail::ResultSink {
     std::atomic<std::size_t> left_;
 };
 
-// A step's error as the stage's own: the pool reports the internal step task and the item's
-// index in its batch; the user wants the stage's task and the item's sequence number.
-std::exception_ptr stage_error(const std::exception_ptr& error, const std::string& task,
-                               std::uint64_t sequence) {
-    try {
-        std::rethrow_exception(error);
-    } catch (const TaskError& e) {
-        return std::make_exception_ptr(TaskError(task, e.type(), e.message()));
-    } catch (const WorkerCrashed& e) {
-        return std::make_exception_ptr(
-            WorkerCrashed(task, sequence, e.pid(), e.signal(), e.exit_code(), e.attempts()));
-    } catch (const TaskTimeout& e) {
-        return std::make_exception_ptr(TaskTimeout(task, sequence, e.seconds()));
-    } catch (...) {
-        return error;
-    }
-}
-
 // The cancel flag of the pipeline running with cancel_on_sigint. The handler only stores to it
 // (a condition variable is not async-signal-safe); run() checks it at least every 100 ms.
 std::atomic<std::atomic<bool>*> sigint_target{nullptr};
@@ -297,7 +279,10 @@ struct Pipeline::Impl {
         if (e.last) --queues[s].batches;
         Slot& slot = slots[t];
         if (e.error) {
-            const std::exception_ptr error = stage_error(e.error, specs[s].task, slot.sequence);
+            // The pool reports the internal step task and the item's index in its batch; the
+            // user wants the stage's task and the item's sequence number.
+            const std::exception_ptr error =
+                detail::relabel(e.error, slot.sequence, &specs[s].task);
             std::string message;
             try {
                 std::rethrow_exception(error);

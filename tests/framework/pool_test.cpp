@@ -46,6 +46,12 @@ int spin_for(int us) {
 }
 SHMPOOL_TASK(spin_for_task, spin_for);
 
+int die_on_five(int x) {
+    if (x == 5) ::kill(::getpid(), SIGKILL);
+    return x;
+}
+SHMPOOL_TASK(die_on_five_task, die_on_five);
+
 std::string shout(const std::string& s, int times) {
     std::string out;
     for (int i = 0; i < times; ++i)
@@ -622,6 +628,23 @@ TEST(Pool, ImapRethrowsAFailedItemAtItsPosition) {
         EXPECT_EQ(e.message(), "odd: 3");
     }
     EXPECT_EQ(got, (std::vector<int>{0, 2}));
+}
+
+TEST(Pool, ImapReportsACrashAtTheItemsPositionInTheInput) {
+    Pool pool({.workers = 2, .max_retries = 0});
+    std::vector<int> input{1, 2, 3, 4, 5, 6, 7};
+    std::size_t seen = 0;
+    try {
+        for (int v : pool.imap(die_on_five_task, input)) {
+            EXPECT_EQ(v, input[seen]);
+            ++seen;
+        }
+        ADD_FAILURE() << "no error";
+    } catch (const shmpool::WorkerCrashed& e) {
+        EXPECT_EQ(e.item(), 4u);  // the fifth input, though each chunk of imap is a job of its own
+        EXPECT_EQ(e.signal(), SIGKILL);
+    }
+    EXPECT_EQ(seen, 4u);
 }
 
 TEST(Pool, EachWorkerGetsItsShareOfTbbThreads) {

@@ -437,7 +437,9 @@ class ResultStream {
       public:
         Sink(std::shared_ptr<State> s, std::size_t base) : s_(std::move(s)), base_(base) {}
         void set_value(Reader& r, std::size_t i) override { put(i, Codec<R>::decode(r)); }
-        void set_error(std::exception_ptr e, std::size_t i) override { put(i, e); }
+        void set_error(std::exception_ptr e, std::size_t i) override {
+            put(i, relabel(e, base_ + i));  // the item's position in the input, not in its chunk
+        }
 
       private:
         template <class V>
