@@ -52,6 +52,7 @@ struct alignas(64) ControlHeader {
     char initializer[128];             // task run once by each worker before it takes work, or ""
     std::uint32_t threads_per_worker;  // oneTBB parallelism allowed in each worker
     std::uint64_t worker_spin_ns;      // how long an idle worker spins before it sleeps
+    std::uint32_t measure_busy;        // 1: workers time each chunk (chunk_busy_ns)
 };
 
 static_assert(std::is_standard_layout_v<SlotHeader> && std::is_standard_layout_v<ControlHeader>,

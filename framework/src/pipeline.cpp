@@ -524,6 +524,7 @@ PipelineStats Pipeline::run() {
             .idle_spin = processes + 1 > std::thread::hardware_concurrency()
                              ? std::chrono::microseconds(0)
                              : std::chrono::microseconds(20),
+            .measure_busy = true,  // StageStats::busy_seconds; a batch's chunk is many steps
         }));
     }
 

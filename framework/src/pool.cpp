@@ -981,6 +981,7 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
     h->workers = m.n;
     h->slot_bytes = static_cast<std::uint32_t>(m.options.slot_bytes);
     h->timeouts = m.options.task_timeout.count() > 0 ? 1 : 0;
+    h->measure_busy = m.options.measure_busy ? 1 : 0;
     h->worker_spin_ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(m.options.idle_spin).count());
     h->threads_per_worker = m.options.threads_per_worker

@@ -62,10 +62,11 @@ void wake_parent(ControlHeader* h) {
     }
 }
 
-// Publishes the chunk as done, with the time the worker spent on it (two clock reads a chunk, not
-// two an item: a clock read costs tens of ns under a hypervisor).
+// Publishes the chunk as done, with the time the worker spent on it if the pool measures it
+// (started_ns is 0 otherwise: a clock read costs tens of ns under a hypervisor).
 void finish_chunk(const ControlView& view, SlotHeader* slot, std::uint64_t started_ns) {
-    slot->chunk_busy_ns.store(monotonic_ns() - started_ns, std::memory_order_relaxed);
+    slot->chunk_busy_ns.store(started_ns ? monotonic_ns() - started_ns : 0,
+                              std::memory_order_relaxed);
     slot->state.store(slot_done, std::memory_order_seq_cst);
     wake_parent(view.header());
 }
@@ -285,7 +286,7 @@ int worker_main() {
         slot->completed.store(0, std::memory_order_relaxed);
         slot->response_bytes.store(0, std::memory_order_relaxed);
         slot->state.store(slot_running, std::memory_order_release);
-        run_chunk(view, w, monotonic_ns());
+        run_chunk(view, w, view.header()->measure_busy ? monotonic_ns() : 0);
     }
 }
 // NOLINTEND(concurrency-mt-unsafe)

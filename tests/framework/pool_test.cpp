@@ -226,7 +226,11 @@ TEST(Pool, ManyFuturesAllResolve) {
 }
 
 TEST(Pool, BusySecondsCountTheWorkersTimeOnTasks) {
-    Pool pool({.workers = 2});
+    Pool unmeasured({.workers = 1});
+    unmeasured.submit(spin_for_task, 1000).get();
+    EXPECT_EQ(unmeasured.stats().busy_seconds, 0.0);  // measure_busy is off by default
+
+    Pool pool({.workers = 2, .measure_busy = true});
     EXPECT_EQ(pool.stats().busy_seconds, 0.0);
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<int> work(40, 1000);  // 40 ms of work in all

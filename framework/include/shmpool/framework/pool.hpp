@@ -75,7 +75,7 @@ struct PoolStats {
     std::size_t cancelled = 0;        ///< running tasks killed by a hard cancel
     std::size_t recycled_tasks = 0;   ///< workers replaced after max_tasks_per_worker
     std::size_t recycled_memory = 0;  ///< workers replaced after max_memory_per_worker
-    double busy_seconds = 0;          ///< time workers spent running chunks that completed, summed
+    double busy_seconds = 0;          ///< with measure_busy: time workers spent on completed chunks
 };
 
 /// The name of a registered task (any Task<Fn> converts to it), e.g. for PoolOptions::initializer.
@@ -123,6 +123,9 @@ struct PoolOptions {
     /// time costs no wake-up. 0 suits pools with more busy processes than cores (a spinning
     /// worker takes the core from the one it waits for).
     std::chrono::microseconds idle_spin{20};
+    /// Sum the time the workers spend on chunks in stats().busy_seconds. It costs two clock reads
+    /// per chunk, which shows in a map of tiny tasks with chunksize 1 (so it is off by default).
+    bool measure_busy = false;
     /// Replace a worker after it ran this many items (0: never).
     std::size_t max_tasks_per_worker = 0;
     /// Replace a worker whose resident set grew past this many bytes, checked between chunks (0:
