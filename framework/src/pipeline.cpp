@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -109,18 +110,35 @@ struct Pipeline::Impl {
         static constexpr std::uint32_t unknown = UINT32_MAX;      // not arrived yet
         static constexpr std::uint32_t skipped = UINT32_MAX - 1;  // will never come
         std::deque<std::uint32_t> ready;                          // parallel, serial_out_of_order
-        // serial_in_order: window[i] is the token of sequence next + i, or unknown, or skipped
-        // (a deque by offset rather than a map: no allocation and no tree per item).
-        std::deque<std::uint32_t> window;
+        // serial_in_order: a ring by sequence, ring[(head + i) & mask] the token of sequence
+        // next + i, or unknown, or skipped (no allocation and no tree per item, as a map had).
+        std::vector<std::uint32_t> ring = std::vector<std::uint32_t>(64, unknown);
+        std::size_t head = 0;
         std::uint64_t next = 0;   // serial_in_order: the next sequence due
-        std::size_t waiting = 0;  // tokens in the window
+        std::size_t waiting = 0;  // tokens in the ring
         std::size_t batches = 0;  // handed to the pool, not all back
         bool in_order = false;
         std::size_t depth() const { return ready.size() + waiting; }
+        std::uint32_t& at(std::size_t i) { return ring[(head + i) & (ring.size() - 1)]; }
         void place(std::uint64_t sequence, std::uint32_t what) {
             const auto i = static_cast<std::size_t>(sequence - next);
-            if (i >= window.size()) window.resize(i + 1, unknown);
-            window[i] = what;
+            if (i >= ring.size()) {  // grow to a power of two, unrolled from the head
+                std::vector<std::uint32_t> bigger(std::bit_ceil(i + 1), unknown);
+                for (std::size_t k = 0; k < ring.size(); ++k)
+                    bigger[k] = at(k);
+                ring.swap(bigger);
+                head = 0;
+            }
+            at(i) = what;
+        }
+        // The entry of sequence `next`, taken: unknown if it has not arrived.
+        std::uint32_t pop_next() {
+            const std::uint32_t v = at(0);
+            if (v == unknown) return v;
+            at(0) = unknown;
+            head = (head + 1) & (ring.size() - 1);
+            ++next;
+            return v;
         }
     };
     std::optional<SharedMemory> arena_block;
@@ -191,13 +209,13 @@ struct Pipeline::Impl {
             }
             return out;
         }
-        while (out.size() < limit && !q.window.empty() && q.window.front() != StageQueue::unknown) {
-            if (q.window.front() != StageQueue::skipped) {
-                out.push_back(q.window.front());
+        while (out.size() < limit) {
+            const std::uint32_t v = q.pop_next();
+            if (v == StageQueue::unknown) break;
+            if (v != StageQueue::skipped) {
+                out.push_back(v);
                 --q.waiting;
             }
-            q.window.pop_front();
-            ++q.next;
         }
         return out;
     }

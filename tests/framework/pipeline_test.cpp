@@ -82,6 +82,12 @@ int throw_on_13(int x) {
 }
 SHMPOOL_TASK(pipe_throw_on_13_task, throw_on_13);
 
+int throw_on_sevens(int x) {
+    if (x % 7 == 0) throw std::runtime_error("a multiple of seven");
+    return x;
+}
+SHMPOOL_TASK(pipe_throw_on_sevens_task, throw_on_sevens);
+
 int hang_on_7(int x) {
     if (x == 7) ::pause();  // until the timeout kills this worker
     return x;
@@ -143,6 +149,27 @@ TEST_F(PipelineTest, SerialInOrderSeesItemsInSourceOrderAfterAParallelStage) {
     EXPECT_EQ(stats.stages[0].items_out, 5000u);
     EXPECT_EQ(stats.stages[1].items_in, 5000u);
     EXPECT_GT(stats.stages[0].busy_seconds, 0.0);
+}
+
+// Many tokens and many failures: the in-order stage and sink wait across wide gaps of sequence
+// numbers, some of which never come.
+TEST_F(PipelineTest, InOrderDeliveryHoldsWithAThousandTokensAndManySkippedItems) {
+    std::vector<int> got;
+    Pipeline p({.max_tokens = 1024});
+    p.source(counting_source(20000))
+        .stage(pipe_throw_on_sevens_task, StageMode::parallel, 2)
+        .stage(pipe_identity_task, StageMode::serial_in_order)
+        .sink([&](int x) { got.push_back(x); });
+    auto stats = p.run();
+    std::vector<int> want;
+    for (int i = 0; i < 20000; ++i) {
+        if (i % 7 != 0) want.push_back(i);
+    }
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(stats.failed, 2858u);  // 0, 7, ..., 19999
+    ASSERT_EQ(stats.failures.size(), 2858u);
+    for (std::size_t k = 0; k < stats.failures.size(); ++k)
+        ASSERT_EQ(stats.failures[k].sequence, 7 * k);
 }
 
 TEST_F(PipelineTest, TheSourceWaitsWhenEverySlotIsInFlight) {
