@@ -168,7 +168,7 @@ def build_report(results):
     r.row("Pipeline, 3 trivial stages, per item (vs tbb::parallel_pipeline, 3 threads)",
           "pipeline_3_stages/iterations:5", "tbb_pipeline_floor", plot="pipeline, 3 stages",
           cpython_key="pipeline_3_stages", cpython_target=30,
-          target=lambda o, c, x: (c / o >= 30, f"{1e9 / o / 1e6:.2f} M items/s, {c / o:.0f}x CPython queues (≥ 30x)"))
+          target=lambda o, c, x: (c / o >= 30, f"{1e9 / o / 1e6:.2f} M items/s, {c / o:.1f}x CPython queues (≥ 30x)"))
     return r
 
 
