@@ -135,8 +135,7 @@ void run_packed(const ControlView& view, unsigned w, const std::string& task, Re
         auto len = static_cast<std::uint32_t>(error.size());
         std::memcpy(out + errors_at, &i, 4);
         std::memcpy(out + errors_at + 4, &len, 4);
-        // NOLINTNEXTLINE(bugprone-not-null-terminated-result): length-prefixed bytes, not a C
-        // string
+        // NOLINTNEXTLINE(bugprone-not-null-terminated-result): length-prefixed bytes
         std::memcpy(out + errors_at + 8, error.data(), len);
         errors_at += 8 + len;
         slot->response_bytes.store(errors_at, std::memory_order_release);
