@@ -15,7 +15,7 @@ long collatz_steps(long n) {
 SHMPOOL_TASK(collatz_task, collatz_steps);
 
 // Big data stays in shared memory: the task gets the array's name and a range of indices.
-void halve(std::string array, std::size_t begin, std::size_t end) {
+void halve(const std::string& array, std::size_t begin, std::size_t end) {
     auto& a = shmpool::SharedArray<double>::cached(array);  // attached once per worker
     for (std::size_t i = begin; i < end; ++i)
         a[i] /= 2;
