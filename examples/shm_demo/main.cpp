@@ -3,14 +3,16 @@
 // The parent creates a list, a child process (this program re-executed) attaches it by name and
 // updates it, and, if python3 is available, CPython reads the very same bytes.
 #include <fmt/format.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <shmpool/shm/shareable_list.hpp>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -23,9 +25,20 @@ int child(const char* name) {
     return 0;
 }
 
-int run_and_wait(const std::string& command) {
+// Runs a program and waits for it: its exit status, or -1 if it could not start or was killed.
+// No shell: the arguments reach it as they are, whatever characters a path holds.
+int run_and_wait(std::vector<std::string> args) {
     std::fflush(stdout);  // our lines before the child's, also when stdout is a pipe
-    int status = std::system(command.c_str());  // NOLINT(concurrency-mt-unsafe): one thread
+    std::vector<char*> argv;
+    for (auto& a : args)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    if (::posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0) {  // this child only: the tracker is a child too
+        if (errno != EINTR) return -1;
+    }
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -36,7 +49,7 @@ int run(int argc, char** argv) {
     auto list = shmpool::ShareableList::create({12, std::string(32, '.'), 2.5, shmpool::none});
     fmt::print("parent created  {}\n", list);
 
-    if (run_and_wait(fmt::format("'{}' --child {}", argv[0], list.name())) != 0) {
+    if (run_and_wait({argv[0], "--child", list.name()}) != 0) {
         fmt::print(stderr, "child failed\n");
         list.unlink();
         return 1;
@@ -45,11 +58,11 @@ int run(int argc, char** argv) {
 
     // CPython attaches the same block; unregister() keeps its tracker from unlinking our block.
     std::string python = fmt::format(
-        "python3 -c \"from multiprocessing import shared_memory as s, resource_tracker as r; "
+        "from multiprocessing import shared_memory as s, resource_tracker as r; "
         "l = s.ShareableList(name='{}'); r.unregister(l.shm._name, 'shared_memory'); "
-        "print('CPython reads  ', l)\" 2>/dev/null",
+        "print('CPython reads  ', l)",
         list.name());
-    if (run_and_wait(python) != 0)
+    if (run_and_wait({"python3", "-c", python}) != 0)
         fmt::print("(python3 not available: skipped the CPython step)\n");
 
     bool ok = list.get(0) == shmpool::Value(144);

@@ -3,7 +3,7 @@
 #   check_wordcount.py counts|errors WORDCOUNT_BINARY
 #
 # The input files are generated deterministically in a temporary directory. No run may leave a
-# new psm_* block in /dev/shm.
+# new psm_* block in /dev/shm (ctest runs it alone: RUN_SERIAL).
 import collections
 import os
 import random
