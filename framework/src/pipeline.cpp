@@ -121,6 +121,9 @@ struct Pipeline::Impl {
         std::size_t depth() const { return ready.size() + waiting; }
         std::uint32_t& at(std::size_t i) { return ring[(head + i) & (ring.size() - 1)]; }
         void place(std::uint64_t sequence, std::uint32_t what) {
+            // A sequence already passed would wrap the offset into a huge allocation.
+            if (sequence < next)
+                throw std::logic_error("pipeline: an in-order queue got a sequence it passed");
             const auto i = static_cast<std::size_t>(sequence - next);
             if (i >= ring.size()) {  // grow to a power of two, unrolled from the head
                 std::vector<std::uint32_t> bigger(std::bit_ceil(i + 1), unknown);
