@@ -1,10 +1,11 @@
 # Entry points of the project: `make demo`, `make test`, `make bench` (see README.md).
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+RELEASE_BUILD ?= build-release
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build demo test test-main test-asan bench format tidy clean
+.PHONY: all deps configure build demo test test-main test-release test-asan bench format tidy clean
 
 all: build
 
@@ -23,18 +24,28 @@ demo: configure
 	cmake --build $(BUILD) -j $(JOBS) --target mandelbrot shmpool-tracker
 	$(BUILD)/bin/mandelbrot --workers 2 --crash-rate 0.01 --out $(BUILD)/mandelbrot.png
 
-# The whole suite: the normal build, then the same suite under AddressSanitizer + UBSan.
-test: test-main test-asan
+# The whole suite, warnings as errors: the normal build (RelWithDebInfo), then a Release build
+# (-O3 finds warnings -O2 does not), then a Debug build under AddressSanitizer + UBSan.
+test: test-main test-release test-asan
 
-test-main: build
+test-main: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMPOOL_WARNINGS_AS_ERRORS=ON $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j $(JOBS)
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
+test-release: deps
+	cmake -S . -B $(RELEASE_BUILD) -DCMAKE_BUILD_TYPE=Release -DSHMPOOL_WARNINGS_AS_ERRORS=ON $(CMAKE_ARGS)
+	cmake --build $(RELEASE_BUILD) -j $(JOBS)
+	ctest --test-dir $(RELEASE_BUILD) --output-on-failure -j $(JOBS)
+
 test-asan: deps
-	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSHMPOOL_SANITIZE=ON $(CMAKE_ARGS)
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSHMPOOL_SANITIZE=ON -DSHMPOOL_WARNINGS_AS_ERRORS=ON $(CMAKE_ARGS)
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 
-bench: build
+# Only what it runs is built: the two benchmark programs and the tracker.
+bench: configure
+	cmake --build $(BUILD) -j $(JOBS) --target shmpool_bench_shm shmpool_bench_pool shmpool-tracker
 	python3 bench/run_benchmarks.py --build $(BUILD)
 
 format:
@@ -44,4 +55,4 @@ tidy: build
 	find shm framework tools examples -name '*.cpp' 2>/dev/null | xargs clang-tidy -p $(BUILD) --quiet
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(RELEASE_BUILD) $(ASAN_BUILD)

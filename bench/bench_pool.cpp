@@ -147,12 +147,13 @@ void pool_crash_surfaced(benchmark::State& state) {
 }
 
 // Three trivial stages, as tbb::parallel_pipeline's canonical shape: a serial source (here, in
-// the parent), a parallel transform (2 workers), a serial_in_order sink (a worker).
+// the parent), a parallel transform (2 workers), a serial_in_order sink (a worker). With the
+// default options (argument 0) and with max_tokens = 1024, which was once needed to go fast.
 constexpr int pipeline_items = 200000;
 
 void pipeline_3_stages(benchmark::State& state) {
     for (auto _ : state) {
-        shmpool::Pipeline p({.max_tokens = 1024});
+        shmpool::Pipeline p({.max_tokens = static_cast<std::size_t>(state.range(0))});
         p.source([i = 0]() mutable -> std::optional<int> {
              if (i == pipeline_items) return std::nullopt;
              return i++;
@@ -271,7 +272,12 @@ BENCHMARK(pool_map_default_chunks)->UseRealTime()->Unit(benchmark::kMillisecond)
 BENCHMARK(pool_for_each_index_1gib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(tbb_parallel_for_1gib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(pool_crash_surfaced)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(50);
-BENCHMARK(pipeline_3_stages)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
+BENCHMARK(pipeline_3_stages)
+    ->Arg(0)
+    ->Arg(1024)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(5);
 BENCHMARK(tbb_pipeline_3_stages)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(pool_startup_2_workers)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pool_shutdown_2_workers)->UseManualTime()->Unit(benchmark::kMillisecond);

@@ -3,6 +3,7 @@
 // cpython_shm.py in the same `make bench` run; run_benchmarks.py prints the ratios.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -71,10 +72,10 @@ std::vector<Value> mixed_1000() {
                 items.emplace_back(shmpool::none);
                 break;
             case 4:
-                items.emplace_back("item " + std::to_string(i));
+                items.emplace_back(fmt::format("item {}", i));
                 break;
             default:
-                items.emplace_back(shmpool::Bytes("b" + std::to_string(i)));
+                items.emplace_back(shmpool::Bytes(fmt::format("b{}", i)));
                 break;
         }
     }

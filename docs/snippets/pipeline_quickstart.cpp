@@ -10,7 +10,7 @@ long square(int x) {
 }
 SHMPOOL_TASK(square_task, square);
 std::string label(long x) {
-    return "#" + std::to_string(x);
+    return fmt::format("#{}", x);
 }
 SHMPOOL_TASK(label_task, label);
 

@@ -39,6 +39,7 @@ struct alignas(64) SlotHeader {
     std::atomic<std::uint64_t> chunk_busy_ns;  // the worker's time on the chunk it marked done
     std::atomic<std::uint32_t>
         init_failed;  // the initializer threw: its error is in the response area
+    std::atomic<std::int32_t> attached_pid;  // the worker reached shmpool::init and attached
 };
 
 struct alignas(64) ControlHeader {

@@ -460,9 +460,13 @@ PipelineStats Pipeline::run() {
     unsigned processes = 0;
     for (const auto& s : m.specs)
         processes += s.workers;
-    const std::size_t tokens = m.options.max_tokens
-                                   ? m.options.max_tokens
-                                   : std::max<std::size_t>(8, std::size_t{4} * processes);
+    // The default fills a fixed budget of token buffers: each token is one item in flight, and a
+    // pipeline with few of them waits for a cross-process wake-up per handful of items.
+    const std::size_t tokens =
+        m.options.max_tokens
+            ? m.options.max_tokens
+            : std::max({std::size_t{8}, std::size_t{4} * processes,
+                        detail::default_token_budget / (2 * m.options.token_bytes)});
 
     // The arena, owned by this process: if it dies, the tracker removes it.
     m.arena_block.emplace(SharedMemory::create(detail::arena_size(tokens, m.options.token_bytes)));

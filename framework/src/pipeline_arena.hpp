@@ -24,6 +24,8 @@ constexpr char arena_magic[8] = {'S', 'H', 'M', 'P', 'P', 'I', 'P', 'E'};
 constexpr std::size_t max_pipeline_stages = 16;
 constexpr std::size_t stage_task_chars = 96;
 constexpr char pipeline_step_name[] = "shmpool.pipeline_step";
+// PipelineOptions::max_tokens = 0: as many tokens as this many bytes of buffers hold.
+constexpr std::size_t default_token_budget = std::size_t{4} << 20;
 
 struct ArenaStage {
     char task[stage_task_chars];

@@ -77,7 +77,8 @@ struct Worker {
     bool cancelled = false;                // killed for a hard cancel of its task
     std::string recycling;                 // "tasks" or "memory" once told to retire
     std::size_t items_run = 0;             // since it started
-    int startup_failures = 0;              // consecutive deaths before attaching
+    // Its deaths before it reported ready, since it last was: reset by a worker that got ready.
+    std::vector<WorkerStartFailed::Attempt> start_attempts;
 };
 
 // Resident set size of a live process, in bytes (0 if unknown).
@@ -127,6 +128,10 @@ struct Pool::Impl {
     ControlView view;
     std::vector<Worker> workers;
     mutable std::mutex workers_mutex;  // for worker_pids() from other threads
+    // Until the constructor has seen every worker ready: the supervisor gives up on a worker
+    // that cannot start by leaving the reason here (under workers_mutex), for the constructor.
+    bool started = false;
+    std::exception_ptr start_error;
 
     std::mutex queue_mutex;
     std::condition_variable idle;
@@ -136,6 +141,7 @@ struct Pool::Impl {
     bool stopping = false;
     bool terminating = false;
     bool joined = false;
+    std::exception_ptr no_workers;  // the pool gave up on its last worker: why
 
     int epoll_fd = -1;
     int stop_fd = -1;
@@ -206,8 +212,8 @@ struct Pool::Impl {
         if (any_slot_done()) ring();
     }
 
-    std::atomic<std::size_t> done{0}, failed{0}, retries{0}, crashes{0}, respawns{0}, timeouts{0},
-        cancelled{0}, recycled_tasks{0}, recycled_memory{0};
+    std::atomic<std::size_t> done{0}, failed{0}, retries{0}, crashes{0}, respawns{0},
+        start_failures{0}, timeouts{0}, cancelled{0}, recycled_tasks{0}, recycled_memory{0};
     std::atomic<std::uint64_t> busy_ns{0};  // workers' time on the chunks harvested
     // What futures hold to reach the pool (to wake it, to harvest their own result): nulled
     // before the pool goes, which then waits until no future is still inside it.
@@ -245,6 +251,7 @@ struct Pool::Impl {
         slot->item_started_ns.store(0);
         slot->init_failed.store(0);
         slot->worker_pid.store(0);
+        slot->attached_pid.store(0);
         slot->state.store(detail::slot_free, std::memory_order_seq_cst);
         // Its stderr comes through a pipe, so that each line can be prefixed with its id.
         int err[2] = {-1, -1};
@@ -677,40 +684,81 @@ struct Pool::Impl {
         for (auto [w, gen] : list) {
             Worker& wk = workers[w];
             if (gen != wk.generation || !wk.process) continue;
-            detail::ExitStatus status = wk.process->reap();
+            ExitStatus status = wk.process->reap();
             pid_t pid = wk.process->pid();
             {
                 std::lock_guard lock(workers_mutex);
                 wk.process.reset();
             }
-            // A worker that died before attaching (say, its initializer threw) is not replaced
-            // forever: after three in a row its slot stays empty.
-            bool attached = view.slot(w)->worker_pid.load() == pid;
-            wk.startup_failures = attached ? 0 : wk.startup_failures + 1;
+            SlotHeader* slot = view.slot(w);
+            // A death before the worker reported ready is a start-up failure: replaced like any
+            // crash, but only so many times in a row (a program that cannot start would be
+            // relaunched forever).
+            const bool ready = slot->worker_pid.load() == pid;
             std::exception_ptr init_error;
-            if (view.slot(w)->init_failed.load())
-                init_error = initializer_error(view, w, options.initializer.name);
-            resolve(w, pid, status);
+            if (ready) {
+                wk.start_attempts.clear();
+            } else {
+                if (const std::uint32_t why = slot->init_failed.load())
+                    init_error = initializer_error(
+                        view, w,
+                        why == 2 ? "PoolOptions::shared_blocks" : options.initializer.name);
+                wk.start_attempts.push_back({pid, status, slot->attached_pid.load() == pid});
+                ++start_failures;
+            }
+            resolve(w, pid, status, !ready);
             bool respawn;
             {
                 std::lock_guard lock(queue_mutex);
                 respawn = !stopping || in_flight > 0;
                 respawn = respawn && !terminating;
             }
-            if (respawn && wk.startup_failures >= 3) {
-                respawn = false;
-                fmt::print(
-                    stderr,
-                    "shmpool: worker {} failed to start three times in a row; not replacing it\n",
-                    w);
-                abandon_if_no_workers(init_error);
+            if (respawn && !ready) {
+                bool starting;
+                {
+                    std::lock_guard lock(workers_mutex);
+                    starting = !started;
+                }
+                std::exception_ptr give_up;
+                if (init_error && starting) {
+                    give_up = init_error;  // the initializer's own error, once, for the constructor
+                } else if (wk.start_attempts.size() >= options.max_start_failures) {
+                    give_up = init_error ? init_error
+                                         : std::make_exception_ptr(
+                                               WorkerStartFailed(w, executable, wk.start_attempts));
+                }
+                if (give_up) {
+                    respawn = false;
+                    if (starting) {
+                        std::lock_guard lock(workers_mutex);
+                        if (!start_error) start_error = give_up;
+                    } else {
+                        try {
+                            std::rethrow_exception(give_up);
+                        } catch (const std::exception& e) {
+                            fmt::print(stderr, "shmpool: not replacing worker {}: {}\n", w,
+                                       e.what());
+                        }
+                        abandon_if_no_workers(give_up);
+                    }
+                    ring();  // the constructor waits on the bell
+                }
             }
             if (respawn) {
                 try {
                     spawn(w);
                     ++respawns;
                 } catch (const std::exception& e) {
-                    fmt::print(stderr, "shmpool: cannot replace worker {}: {}\n", w, e.what());
+                    std::lock_guard lock(workers_mutex);
+                    if (!started) {
+                        if (!start_error) start_error = std::current_exception();
+                    } else {
+                        fmt::print(stderr, "shmpool: cannot replace worker {}: {}\n", w, e.what());
+                    }
+                }
+                if (!workers[w].process) {
+                    abandon_if_no_workers(nullptr);
+                    ring();
                 }
             }
         }
@@ -718,7 +766,7 @@ struct Pool::Impl {
     }
 
     // The worker in slot w is dead: settle every item of its chunk exactly once.
-    void resolve(unsigned w, pid_t pid, const detail::ExitStatus& status) {
+    void resolve(unsigned w, pid_t pid, const ExitStatus& status, bool before_ready) {
         Worker& wk = workers[w];
         SlotHeader* slot = view.slot(w);
         WorkerEvent event{w,  pid,          status.signal,      status.exit_code,
@@ -727,14 +775,14 @@ struct Pool::Impl {
         {
             std::lock_guard lock(queue_mutex);
             terminating_now = terminating;
-            event.reason = stopping ? "shutdown" : "crashed";
+            event.reason = stopping ? "shutdown" : before_ready ? "start_failed" : "crashed";
         }
         if (wk.chunk) {
             Chunk chunk = std::move(*wk.chunk);
             wk.chunk.reset();
             Job& job = *chunk.job;
             event.task = job.task;
-            event.reason = "crashed";
+            event.reason = before_ready ? "start_failed" : "crashed";
             auto state = slot->state.load(std::memory_order_acquire);
             std::uint32_t completed =
                 state == detail::slot_queued ? 0 : slot->completed.load(std::memory_order_acquire);
@@ -817,6 +865,7 @@ struct Pool::Impl {
         if (!why)
             why = std::make_exception_ptr(std::runtime_error("no pool worker could be started"));
         std::lock_guard lock(queue_mutex);
+        no_workers = why;  // work submitted from now on fails at once
         for (auto& c : queue) {
             for (std::size_t i = c.begin; i < c.end; ++i)
                 c.job->sink->set_error(why, i);
@@ -958,6 +1007,8 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
     m.options.slot_bytes = (m.options.slot_bytes + 63) / 64 * 64;
     if (m.options.idle_spin.count() < 0)
         throw std::invalid_argument("PoolOptions::idle_spin is negative");
+    if (m.options.max_start_failures == 0)
+        throw std::invalid_argument("PoolOptions::max_start_failures must be at least 1");
     for (const auto& var : m.options.environment) {
         if (var.find('=') == std::string::npos || var.front() == '=')
             throw std::invalid_argument(
@@ -1011,47 +1062,38 @@ Pool::Pool(PoolOptions options) : impl_(std::make_unique<Impl>()) {
         throw;
     }
     m.watcher = std::thread([&m] { m.watch(); });
-    // Ready when every worker has attached (it publishes its pid in its slot); a worker that dies
-    // first (say, a program that does not call shmpool::init) fails the constructor.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    // The supervisor replaces a worker that dies before it is ready, as it does later; the pool
+    // is up when every worker has attached and published its pid in its slot, and fails when
+    // the supervisor gives up on one (PoolOptions::max_start_failures) or an initializer throws.
+    m.supervisor = std::thread([&m] { m.supervise(); });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     for (;;) {
-        std::uint32_t seen = h->parent_bell.load();
+        const std::uint32_t seen = h->parent_bell.load();
+        std::exception_ptr failed;
         bool ready = true;
-        for (unsigned w = 0; w < m.n; ++w) {
-            ready &= m.view.slot(w)->worker_pid.load(std::memory_order_acquire) ==
-                     m.workers[w].process->pid();
-        }
-        bool died;
         {
-            std::lock_guard lock(m.deaths_mutex);
-            died = !m.deaths.empty();
-        }
-        if (ready && !died) break;
-        if (died || std::chrono::steady_clock::now() > deadline) {
-            std::string why = "did not start within 30 s";
-            if (died) {
-                unsigned w = m.deaths.front().first;
-                if (m.view.slot(w)->init_failed.load()) {
-                    std::exception_ptr e = initializer_error(m.view, w,
-                                                             m.view.slot(w)->init_failed.load() == 2
-                                                                 ? "PoolOptions::shared_blocks"
-                                                                 : m.options.initializer.name);
-                    terminate();
-                    std::rethrow_exception(e);  // the initializer's own error, once
-                }
-                detail::ExitStatus s = m.workers[w].process->reap();
-                why = s.signal ? fmt::format("was killed by signal {} during start-up", s.signal)
-                               : fmt::format("exited with status {} during start-up", s.exit_code);
+            std::lock_guard lock(m.workers_mutex);
+            failed = m.start_error;
+            for (unsigned w = 0; w < m.n; ++w) {
+                ready = ready && m.workers[w].process &&
+                        m.view.slot(w)->worker_pid.load(std::memory_order_acquire) ==
+                            m.workers[w].process->pid();
             }
+            m.started = ready && !failed;
+        }
+        if (failed) {
+            terminate();
+            std::rethrow_exception(failed);
+        }
+        if (ready) break;
+        if (std::chrono::steady_clock::now() > deadline) {
             terminate();
             throw std::runtime_error(
-                fmt::format("pool worker ({}) {}; does its main() call shmpool::init(argc, argv)?",
-                            m.executable, why));
+                fmt::format("pool workers ({}) did not start within 30 s", m.executable));
         }
         timespec ts{0, 50'000'000};  // bounded: the deadline above is checked between waits
         m.sleep_on_bell(seen, &ts);
     }
-    m.supervisor = std::thread([&m] { m.supervise(); });
 }
 
 Pool::~Pool() {
@@ -1072,12 +1114,21 @@ void Pool::enqueue(const std::string& task, detail::JobItems items,
     job->task = task;
     job->sink = std::move(sink);
     job->items = std::move(items);
+    std::exception_ptr no_workers;
     {
         std::lock_guard lock(m.queue_mutex);
         if (m.closed) throw PoolClosed();
-        for (std::size_t i = 0; i < count; i += chunksize)
-            m.queue.push_back(Chunk{job, i, std::min(count, i + chunksize)});
-        m.in_flight += count;
+        no_workers = m.no_workers;
+        if (!no_workers) {
+            for (std::size_t i = 0; i < count; i += chunksize)
+                m.queue.push_back(Chunk{job, i, std::min(count, i + chunksize)});
+            m.in_flight += count;
+        }
+    }
+    if (no_workers) {
+        for (std::size_t i = 0; i < count; ++i)
+            job->sink->set_error(no_workers, i);
+        return;
     }
     // Straight into a free slot when nobody else is at the slots: no hop through the supervisor.
     bool all_dispatched = false;
@@ -1180,6 +1231,7 @@ PoolStats Pool::stats() const {
     s.retries = m.retries.load();
     s.crashes = m.crashes.load();
     s.respawns = m.respawns.load();
+    s.start_failures = m.start_failures.load();
     s.timeouts = m.timeouts.load();
     s.cancelled = m.cancelled.load();
     s.recycled_tasks = m.recycled_tasks.load();

@@ -210,6 +210,7 @@ int worker_main() {
     if (std::memcmp(view.header()->magic, control_magic, 8) != 0 || w >= view.header()->workers)
         return 2;
     SlotHeader* slot = view.slot(w);
+    slot->attached_pid.store(::getpid(), std::memory_order_release);
     // Tasks may use oneTBB: this worker's share of the cores, for its whole life.
     tbb::global_control threads(tbb::global_control::max_allowed_parallelism,
                                 std::max<std::uint32_t>(1, view.header()->threads_per_worker));

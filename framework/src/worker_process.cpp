@@ -138,7 +138,10 @@ ExitStatus WorkerProcess::reap() noexcept {
     } while (r < 0 && errno == EINTR);
     reaped_ = true;
     if (r == pid_) {
-        if (WIFSIGNALED(status)) s.signal = WTERMSIG(status);
+        if (WIFSIGNALED(status)) {
+            s.signal = WTERMSIG(status);
+            s.core_dumped = WCOREDUMP(status);
+        }
         if (WIFEXITED(status)) s.exit_code = WEXITSTATUS(status);
         s.peak_rss_kb = usage.ru_maxrss;
     }
@@ -146,3 +149,20 @@ ExitStatus WorkerProcess::reap() noexcept {
 }
 
 }  // namespace shmpool::detail
+
+namespace shmpool {
+
+std::string signal_name(int signal) {
+    // sigabbrev_np (glibc 2.32) is thread-safe, unlike strsignal.
+    if (const char* abbrev = ::sigabbrev_np(signal)) return fmt::format("SIG{}", abbrev);
+    return fmt::format("signal {}", signal);
+}
+
+std::string to_string(const ExitStatus& status) {
+    if (status.signal != 0)
+        return fmt::format("killed by {}{}", signal_name(status.signal),
+                           status.core_dumped ? " (core dumped)" : "");
+    return fmt::format("exited with status {}", status.exit_code);
+}
+
+}  // namespace shmpool

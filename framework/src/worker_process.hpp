@@ -6,14 +6,9 @@
 #include <string>
 #include <vector>
 
-namespace shmpool::detail {
+#include "shmpool/framework/exit_status.hpp"
 
-/// How a process ended.
-struct ExitStatus {
-    int signal = 0;      ///< terminating signal, or 0
-    int exit_code = -1;  ///< exit status if it exited
-    long peak_rss_kb = 0;
-};
+namespace shmpool::detail {
 
 /// Owns a worker process; move-only. The destructor kills (SIGKILL) and reaps it if still there.
 class WorkerProcess {

@@ -7,6 +7,9 @@
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "shmpool/framework/exit_status.hpp"
 
 namespace shmpool {
 
@@ -88,6 +91,51 @@ class TaskCancelled : public std::runtime_error {
   public:
     explicit TaskCancelled(const std::string& task)
         : std::runtime_error("task '" + task + "' was cancelled") {}
+};
+
+/// A worker died before it reported ready PoolOptions::max_start_failures times in a row: pool
+/// creation fails with it (and a running pool stops replacing that worker). attempts() says how
+/// each attempt ended.
+class WorkerStartFailed : public std::runtime_error {
+  public:
+    struct Attempt {
+        pid_t pid = 0;
+        ExitStatus status;
+        bool reached_init = false;  ///< it got as far as shmpool::init attaching the pool
+    };
+    WorkerStartFailed(unsigned worker, std::string executable, std::vector<Attempt> attempts)
+        : std::runtime_error(describe(worker, executable, attempts)),
+          worker_(worker),
+          executable_(std::move(executable)),
+          attempts_(std::move(attempts)) {}
+    unsigned worker() const noexcept { return worker_; }  ///< its index in the pool
+    const std::string& executable() const noexcept { return executable_; }
+    const std::vector<Attempt>& attempts() const noexcept { return attempts_; }
+
+  private:
+    static std::string describe(unsigned worker, const std::string& executable,
+                                const std::vector<Attempt>& attempts) {
+        std::string out =
+            fmt::format("pool worker {} ({}) failed to start {} time{} in a row:", worker,
+                        executable, attempts.size(), attempts.size() == 1 ? "" : "s");
+        bool exited_before_init = false;
+        for (const Attempt& a : attempts) {
+            out += fmt::format(" pid {} {}{};", a.pid, a.status,
+                               a.reached_init ? "" : " before it reached shmpool::init");
+            exited_before_init |= a.status.exited() && !a.reached_init;
+        }
+        out.pop_back();
+        // Only a clean exit before init says "this program never runs the worker": a signal may
+        // come from outside at any moment (an operator, the OOM killer).
+        if (exited_before_init)
+            out +=
+                " (a worker that exits before it reaches shmpool::init: does the program's "
+                "main() call shmpool::init(argc, argv) first?)";
+        return out;
+    }
+    unsigned worker_;
+    std::string executable_;
+    std::vector<Attempt> attempts_;
 };
 
 /// The pool was closed or terminated before the task could run.

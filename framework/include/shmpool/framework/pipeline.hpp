@@ -46,7 +46,9 @@ enum class StageMode {
 
 struct PipelineOptions {
     /// The bound on items alive at once (slots in the arena); the source waits when all are
-    /// taken. 0: 4 per worker process, at least 8.
+    /// taken. Each token costs 2 × token_bytes of shared memory; few tokens make every handful
+    /// of items wait for a cross-process wake-up (docs/pipeline.md). 0: as many as 4 MiB of
+    /// buffers hold (512 with the default token_bytes), at least 4 per worker process and 8.
     std::size_t max_tokens = 0;
     /// Bytes of one item in the arena; an item that encodes to more travels in a block of its
     /// own (created by the stage that produced it, removed once the next stage has read it).

@@ -52,7 +52,7 @@ struct WorkerEvent {
     std::string task;                 ///< the task it was running, if any
     std::optional<std::size_t> item;  ///< the item of that task's job it was on
     long peak_rss_kb = 0;             ///< its peak resident set size
-    std::string reason;               ///< "crashed", "timeout", "cancelled", "shutdown"
+    std::string reason;  ///< "crashed", "timeout", "cancelled", "start_failed" (died before ready)
 };
 
 /// Progress of a map-style job (map, starmap, for_each_index, imap chunks count separately).
@@ -71,6 +71,7 @@ struct PoolStats {
     std::size_t retries = 0;
     std::size_t crashes = 0;  ///< workers that died running a task
     std::size_t respawns = 0;
+    std::size_t start_failures = 0;  ///< workers that died before they reported ready
     std::size_t timeouts = 0;
     std::size_t cancelled = 0;        ///< running tasks killed by a hard cancel
     std::size_t recycled_tasks = 0;   ///< workers replaced after max_tasks_per_worker
@@ -93,6 +94,11 @@ struct PoolOptions {
     int max_retries = 1;
     /// Kill the worker of an item running longer than this (then TaskTimeout); 0: no limit.
     std::chrono::milliseconds task_timeout{0};
+    /// How many times in a row a worker may die before it reports ready (killed during
+    /// start-up, or its program exits) before the pool gives up on it: pool creation then fails
+    /// with WorkerStartFailed, and a running pool stops replacing that worker. Each such death is
+    /// replaced like a crash and counted in PoolStats::start_failures.
+    unsigned max_start_failures = 5;
     /// After SIGTERM, how long a worker has before SIGKILL.
     std::chrono::milliseconds kill_grace{200};
     /// Bytes of arguments, and of results, one chunk may carry (per worker, each way); 4 KiB to
@@ -251,8 +257,11 @@ class Pipeline;
 
 class Pool {
   public:
-    /// Starts the workers and waits until they are ready. Throws std::system_error if a worker
-    /// cannot be started.
+    /// Starts the workers and waits until they are ready; a worker that dies on the way is
+    /// replaced (PoolOptions::max_start_failures). Throws std::system_error if a worker cannot
+    /// be launched, WorkerStartFailed if one died before it was ready too often in a row,
+    /// TaskError if the initializer or a shared block failed, std::invalid_argument for bad
+    /// options.
     explicit Pool(PoolOptions options = {});
     /// close(), then join(): waits for the queued work, stops the workers.
     ~Pool();
