@@ -55,12 +55,8 @@ std::int64_t doomed(const std::string& how) {
 SHMPOOL_TASK(doomed_task, doomed);
 
 std::string describe(const shmpool::WorkerEvent& e) {
-    std::string how = e.signal
-                          ? fmt::format("killed by signal {} ({})", e.signal,
-                                        ::strsignal(e.signal))  // NOLINT(concurrency-mt-unsafe)
-                          : fmt::format("exited with status {}", e.exit_code);
     std::string item = e.item ? std::to_string(*e.item) : "-";
-    return fmt::format("worker {} pid {} {}, task {} item {}: {}", e.worker, e.pid, how,
+    return fmt::format("worker {} pid {} {}, task {} item {}: {}", e.worker, e.pid, e.status,
                        e.task.empty() ? "-" : e.task, item, e.reason);
 }
 
@@ -73,7 +69,7 @@ int run() {
     auto counters = shmpool::SharedArray<std::int64_t>::create(n);
     std::vector<std::string> blocks{counters.name()};  // every block this run creates
     std::mutex events_mutex;
-    std::vector<shmpool::WorkerEvent> events;  // outlives the pool: its supervisor appends here
+    std::vector<shmpool::WorkerEvent> events;  // outlives the pool, which appends from its thread
     bool correct = true;
     shmpool::PoolStats stats;
     try {
@@ -137,7 +133,7 @@ int run() {
     fmt::print("  crashes      {}\n  respawns     {}\n  timeouts     {}\n", stats.crashes,
                stats.respawns, stats.timeouts);
 
-    // The pool is gone, so its supervisor no longer appends; the lock is for form's sake.
+    // The pool is gone, so nothing appends any more; the lock is for form's sake.
     std::lock_guard lock(events_mutex);
     fmt::print("\n{} worker exits reported to on_worker_exit:\n", events.size());
     for (const auto& e : events)

@@ -1,4 +1,5 @@
-// The process-wide table of registered tasks (filled during static initialisation).
+// The process-wide table of registered tasks (filled during static initialisation), and the
+// clock every process of a pool shares.
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -6,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "posix/sys.hpp"
 #include "shmpool/framework/task.hpp"
 
 namespace shmpool::detail {
@@ -23,6 +25,10 @@ Registry& registry() {
 }
 
 }  // namespace
+
+std::uint64_t monotonic_ns() noexcept {
+    return sys::monotonic_ns();
+}
 
 // noexcept: allocation failure during static initialisation ends the program either way.
 const std::string& register_task(std::string_view name, const TaskEntry& entry) noexcept {

@@ -63,7 +63,8 @@ struct Owners {
     }
 };
 
-std::optional<BlockInfo> info_for(const std::string& name, const Owners& owners) {
+// The block's metadata; with `owners`, also what its contents and the registry say.
+std::optional<BlockInfo> info_for(const std::string& name, const Owners* owners) {
     std::string path = fmt::format("{}/{}", shm_directory(), name);
     struct ::stat st {};
     if (sys::stat(path.c_str(), &st) != 0) {
@@ -75,14 +76,16 @@ std::optional<BlockInfo> info_for(const std::string& name, const Owners& owners)
     info.name = name;
     info.size = static_cast<std::size_t>(st.st_size);
     info.uid = st.st_uid;
-    info.owner = user_name(st.st_uid);
     info.mode = st.st_mode & 07777;
+    info.inode = static_cast<std::uint64_t>(st.st_ino);
     info.modified = std::chrono::system_clock::time_point(
         std::chrono::duration_cast<std::chrono::system_clock::duration>(
             std::chrono::seconds(st.st_mtim.tv_sec) +
             std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+    if (owners == nullptr) return info;
+    info.owner = user_name(st.st_uid);
     inspect_contents(name, info);
-    owners.fill(info, static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino));
+    owners->fill(info, static_cast<std::uint64_t>(st.st_dev), info.inode);
     return info;
 }
 
@@ -101,15 +104,18 @@ std::vector<BlockInfo> list_blocks() {
     for (const auto& entry : it) {
         std::string name = entry.path().filename().string();
         if (name.starts_with("sem.")) continue;  // POSIX semaphores live here too
-        if (auto info = info_for(name, owners)) blocks.push_back(std::move(*info));
+        if (auto info = info_for(name, &owners)) blocks.push_back(std::move(*info));
     }
     std::sort(blocks.begin(), blocks.end(),
               [](const BlockInfo& a, const BlockInfo& b) { return a.name < b.name; });
     return blocks;
 }
 
-std::optional<BlockInfo> stat_block(std::string_view name) {
-    return info_for(std::string(detail::strip_name(name)), Owners());
+std::optional<BlockInfo> stat_block(std::string_view name, const StatOptions& options) {
+    std::string bare(detail::strip_name(name));
+    if (!options.inspect) return info_for(bare, nullptr);
+    Owners owners;
+    return info_for(bare, &owners);
 }
 
 }  // namespace shmpool

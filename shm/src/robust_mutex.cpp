@@ -2,14 +2,13 @@
 #include "shmpool/shm/robust_mutex.hpp"
 
 #include <linux/futex.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <climits>
 #include <stdexcept>
 #include <system_error>
+
+#include "posix/sys.hpp"
 
 namespace shmpool {
 namespace {
@@ -29,8 +28,7 @@ constexpr int owner_not_recoverable = INT_MAX - 1;
 }
 
 timespec deadline_after(std::chrono::nanoseconds timeout) {
-    timespec now{};
-    ::clock_gettime(CLOCK_REALTIME, &now);  // pthread_mutex_timedlock measures CLOCK_REALTIME
+    timespec now = sys::realtime_now();  // pthread_mutex_timedlock measures CLOCK_REALTIME
     auto total = std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec) + timeout;
     auto secs = std::chrono::duration_cast<std::chrono::seconds>(total);
     return {static_cast<time_t>(secs.count()), static_cast<long>((total - secs).count())};
@@ -100,16 +98,6 @@ RobustMutex::State RobustMutex::state() const noexcept {
     return s;
 }
 
-namespace {
-
-long futex(std::atomic<std::uint32_t>* word, int op, std::uint32_t value, const timespec* timeout) {
-    // Not FUTEX_PRIVATE_FLAG: waiters are in other processes.
-    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, value, timeout, nullptr,
-                     0);
-}
-
-}  // namespace
-
 bool RobustCondition::wait_impl(RobustLock& lock, const std::chrono::nanoseconds* timeout) {
     if (!lock.owns_lock()) throw std::logic_error("RobustCondition::wait needs a held RobustLock");
     if (lock.owner_died()) {
@@ -125,7 +113,9 @@ bool RobustCondition::wait_impl(RobustLock& lock, const std::chrono::nanoseconds
         auto secs = std::chrono::duration_cast<std::chrono::seconds>(*timeout);
         ts = {static_cast<time_t>(secs.count()), static_cast<long>((*timeout - secs).count())};
     }
-    long rc = futex(&sequence_, FUTEX_WAIT, seen, timeout ? &ts : nullptr);
+    // EINTR and EAGAIN (a notify came first) end the wait early: a spurious wake-up, which the
+    // caller's predicate absorbs.
+    int rc = sys::futex_wait(&sequence_, seen, timeout ? &ts : nullptr);
     bool timed_out = rc != 0 && errno == ETIMEDOUT;
     lock.owner_died_ = lock.mutex_->lock() == LockResult::owner_died;
     return !timed_out;
@@ -141,12 +131,12 @@ bool RobustCondition::wait_for(RobustLock& lock, std::chrono::nanoseconds timeou
 
 void RobustCondition::notify_one() noexcept {
     sequence_.fetch_add(1, std::memory_order_acq_rel);
-    futex(&sequence_, FUTEX_WAKE, 1, nullptr);
+    sys::futex_wake(&sequence_, 1);
 }
 
 void RobustCondition::notify_all() noexcept {
     sequence_.fetch_add(1, std::memory_order_acq_rel);
-    futex(&sequence_, FUTEX_WAKE, INT_MAX, nullptr);
+    sys::futex_wake(&sequence_, INT_MAX);
 }
 
 }  // namespace shmpool

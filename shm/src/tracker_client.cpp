@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/readable_pipe.hpp>
@@ -13,6 +14,8 @@
 #include <boost/process/v2/stdio.hpp>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -32,6 +35,20 @@ std::mutex tracker_mutex;
 TrackerConnection* connection = nullptr;   // this process's HELLO connection, kept for life
 std::atomic<bool> tracker_settled{false};  // connected, or told to do without
 
+// Waits until `fd` is readable (or hung up), at most `timeout` in all: poll_one returns EINTR
+// to us, the owner of the deadline. poll()'s result: >0 ready, 0 timed out, -1 failed.
+int wait_readable(int fd, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline -
+                                                                 std::chrono::steady_clock::now());
+        int n =
+            sys::poll_one(fd, POLLIN, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
+        if (n < 0 && errno == EINTR) continue;
+        return n;
+    }
+}
+
 std::string find_tracker_executable() {
     namespace fs = std::filesystem;
     std::vector<fs::path> candidates;
@@ -43,7 +60,7 @@ std::string find_tracker_executable() {
     candidates.emplace_back(SHMPOOL_TRACKER_INSTALLED_PATH);
     candidates.emplace_back(SHMPOOL_TRACKER_BUILD_PATH);
     for (const auto& c : candidates) {
-        if (::access(c.c_str(), X_OK) == 0) return c.string();
+        if (sys::access(c.c_str(), X_OK) == 0) return c.string();
     }
     throw_errno(ENOENT,
                 fmt::format("cannot find the shmpool-tracker executable (looked next to this "
@@ -64,9 +81,7 @@ std::string start_tracker() {
     std::string line;
     int fd = out.native_handle();
     for (;;) {
-        pollfd p{fd, POLLIN, 0};
-        int n = ::poll(&p, 1, 10'000);
-        if (n < 0 && errno == EINTR) continue;
+        int n = wait_readable(fd, std::chrono::seconds(10));
         if (n <= 0) {
             proc.terminate(ec);
             throw_errno(ETIMEDOUT, fmt::format("{} did not start within 10 s", exe));
@@ -90,27 +105,27 @@ std::string start_tracker() {
 }  // namespace
 
 TrackerConnection::TrackerConnection(const std::string& socket_path) : path_(socket_path) {
-    fd_ = sys::FileDescriptor(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd_.valid()) throw_errno(errno, "socket(AF_UNIX) failed");
+    fd_ = sys::FileDescriptor(sys::unix_socket(false));
+    if (!fd_.valid()) {
+        throw_errno(errno,
+                    fmt::format("socket(AF_UNIX) for the tracker at '{}' failed", socket_path));
+    }
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (socket_path.size() >= sizeof addr.sun_path) {
         throw_errno(ENAMETOOLONG, fmt::format("tracker socket path '{}' is too long", socket_path));
     }
     std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
-    int rc = 0;
-    do {
-        rc = ::connect(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0) throw_errno(errno, fmt::format("connect('{}') failed", socket_path));
+    // EINTR is retried there.
+    if (sys::connect(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+        throw_errno(errno, fmt::format("connect('{}') failed", socket_path));
 }
 
 std::string TrackerConnection::request(const std::string& line) {
     std::string msg = line + "\n";
     std::size_t sent = 0;
     while (sent < msg.size()) {
-        ssize_t n = ::send(fd_.get(), msg.data() + sent, msg.size() - sent, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = sys::send(fd_.get(), msg.data() + sent, msg.size() - sent);  // EINTR retried
         if (n <= 0) throw_errno(errno, fmt::format("sending to the tracker at '{}' failed", path_));
         sent += static_cast<std::size_t>(n);
     }
@@ -124,9 +139,7 @@ std::string TrackerConnection::read_line() {
             buffer_.erase(0, nl + 1);
             return line;
         }
-        pollfd p{fd_.get(), POLLIN, 0};
-        int n = ::poll(&p, 1, 10'000);
-        if (n < 0 && errno == EINTR) continue;
+        int n = wait_readable(fd_.get(), std::chrono::seconds(10));
         if (n == 0)
             throw_errno(ETIMEDOUT, fmt::format("the tracker at '{}' did not answer", path_));
         char buf[4096];

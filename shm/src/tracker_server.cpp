@@ -2,10 +2,8 @@
 // each one that dies, and after everything when its root dies (see tracker.hpp).
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -70,34 +68,32 @@ class TrackerServer {
     std::map<int, Client> clients_;  // by pidfd
 };
 
+// Every descriptor is registered with itself as its tag.
 void TrackerServer::add_fd(int fd, std::uint32_t events) {
-    epoll_event ev{};
-    ev.events = events;
-    ev.data.fd = fd;
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+    if (sys::epoll_add(epoll_.get(), fd, events, static_cast<std::uint64_t>(fd)) != 0)
         throw_errno(errno, "epoll_ctl failed");
 }
 
 void TrackerServer::listen() {
-    epoll_ = sys::FileDescriptor(::epoll_create1(EPOLL_CLOEXEC));
+    epoll_ = sys::FileDescriptor(sys::epoll_create());
     if (!epoll_.valid()) throw_errno(errno, "epoll_create1 failed");
     socket_path_ = fmt::format("{}/tracker.{}.sock", runtime_dir(), self_.id());
-    listener_ =
-        sys::FileDescriptor(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    listener_ = sys::FileDescriptor(sys::unix_socket(true));
     if (!listener_.valid()) throw_errno(errno, "socket failed");
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (socket_path_.size() >= sizeof addr.sun_path) throw_errno(ENAMETOOLONG, socket_path_);
     std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
-    if (::bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::listen(listener_.get(), 128) != 0) {
+    if (sys::bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        sys::listen(listener_.get(), 128) != 0) {
         throw_errno(errno, fmt::format("cannot listen on '{}'", socket_path_));
     }
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
-    ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    signals_ = sys::FileDescriptor(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    sys::block_signals(set);
+    signals_ = sys::FileDescriptor(sys::signal_fd(set));
+    if (!signals_.valid()) throw_errno(errno, "signalfd failed");
     add_fd(listener_.get(), EPOLLIN);
     add_fd(root_pidfd_.get(), EPOLLIN);
     add_fd(signals_.get(), EPOLLIN);
@@ -117,14 +113,13 @@ void TrackerServer::report(const std::vector<CollectedBlock>& removed, const std
 
 void TrackerServer::accept_connections() {
     for (;;) {
-        int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) return;  // EAGAIN, or a connection that vanished
-        sys::FileDescriptor owned(fd);
+        sys::FileDescriptor owned(sys::accept(listener_.get()));
+        if (!owned.valid()) return;  // EAGAIN, or a connection that vanished
+        int fd = owned.get();
         ucred cred{};
-        socklen_t len = sizeof cred;
         // Only processes of this user may talk to the tracker (the directory is private too).
-        if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
-            cred.uid != ::geteuid() || connections_.size() >= max_connections) {
+        if (sys::peer_credentials(fd, &cred) != 0 || cred.uid != ::geteuid() ||
+            connections_.size() >= max_connections) {
             continue;
         }
         add_fd(fd, EPOLLIN | EPOLLRDHUP);
@@ -136,14 +131,13 @@ void TrackerServer::accept_connections() {
 }
 
 void TrackerServer::close_connection(int fd) {
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    sys::epoll_remove(epoll_.get(), fd);
     connections_.erase(fd);
 }
 
 void TrackerServer::flush(Connection& c) {
     while (!c.out.empty()) {
-        ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = sys::send(c.fd.get(), c.out.data(), c.out.size());  // EINTR retried there
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (n <= 0) {
             c.out.clear();
@@ -151,10 +145,9 @@ void TrackerServer::flush(Connection& c) {
         }
         c.out.erase(0, static_cast<std::size_t>(n));
     }
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP | (c.out.empty() ? 0u : static_cast<std::uint32_t>(EPOLLOUT));
-    ev.data.fd = c.fd.get();
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, c.fd.get(), &ev);
+    std::uint32_t events =
+        EPOLLIN | EPOLLRDHUP | (c.out.empty() ? 0u : static_cast<std::uint32_t>(EPOLLOUT));
+    sys::epoll_modify(epoll_.get(), c.fd.get(), events, static_cast<std::uint64_t>(c.fd.get()));
 }
 
 void TrackerServer::on_readable(int fd) {
@@ -219,18 +212,19 @@ void TrackerServer::hello(Connection& c, std::string_view node_id) {
         c.fd.reset();
         return;
     }
-    int pidfd = sys::pidfd_open(pid);
-    if (pidfd < 0) {
+    sys::FileDescriptor pidfd(sys::pidfd_open(pid));
+    if (!pidfd.valid()) {
         c.out += "ERR cannot watch the process\n";
         flush(c);
         c.fd.reset();
         return;
     }
-    add_fd(pidfd, EPOLLIN);
+    const int key = pidfd.get();
+    add_fd(key, EPOLLIN);
     Client client;
-    client.pidfd = sys::FileDescriptor(pidfd);
+    client.pidfd = std::move(pidfd);
     client.pid = pid;
-    clients_.emplace(pidfd, std::move(client));
+    clients_.emplace(key, std::move(client));
     c.out += fmt::format("OK {} {}\n", self_.id(), ::getpid());
 }
 
@@ -238,7 +232,7 @@ void TrackerServer::client_died(int pidfd) {
     auto it = clients_.find(pidfd);
     if (it == clients_.end()) return;
     pid_t pid = it->second.pid;
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, pidfd, nullptr);
+    sys::epoll_remove(epoll_.get(), pidfd);
     clients_.erase(it);
     // The process is gone and its descriptors with it, so its node lock is free by now.
     RegistryLock lock;
@@ -288,11 +282,10 @@ void TrackerServer::shut_down(const char* why) {
 void TrackerServer::run() {
     epoll_event events[64];
     for (;;) {
-        int n = ::epoll_wait(epoll_.get(), events, 64, -1);
-        if (n < 0 && errno == EINTR) continue;
+        int n = sys::epoll_wait(epoll_.get(), events, 64, -1);  // no timeout: EINTR retried there
         if (n < 0) throw_errno(errno, "epoll_wait failed");
         for (int i = 0; i < n; ++i) {
-            int fd = events[i].data.fd;
+            int fd = static_cast<int>(events[i].data.u64);
             if (fd == root_pidfd_.get()) {
                 shut_down("the root process exited");
                 return;
@@ -327,10 +320,10 @@ int tracker_main(int argc, char** argv) {
         return 2;
     }
     // Its own session: a Ctrl-C meant for the program must not kill the one who cleans up after it.
-    ::setsid();
-    ::signal(SIGINT, SIG_IGN);
-    ::signal(SIGHUP, SIG_IGN);
-    ::signal(SIGPIPE, SIG_IGN);
+    sys::set_own_session();
+    sys::ignore_signal(SIGINT);
+    sys::ignore_signal(SIGHUP);
+    sys::ignore_signal(SIGPIPE);
     try {
         sys::FileDescriptor root_pidfd(sys::pidfd_open(root));
         if (!root_pidfd.valid()) throw_errno(errno, fmt::format("pidfd_open({}) failed", root));
@@ -348,8 +341,8 @@ int tracker_main(int argc, char** argv) {
         }
         fmt::print("READY {}/tracker.{}.sock\n", runtime_dir(), LocalNode::existing()->id());
         std::fflush(stdout);
-        int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
-        if (devnull >= 0) ::dup2(devnull, STDOUT_FILENO);  // closes the announcement pipe
+        if (sys::FileDescriptor devnull(sys::open("/dev/null", O_WRONLY)); devnull.valid())
+            sys::dup2(devnull.get(), STDOUT_FILENO);  // closes the announcement pipe
         server.run();
         return 0;
     } catch (const std::exception& e) {

@@ -386,7 +386,7 @@ TEST(CliOwn, TheTrackerRemovesTheListOfAKilledOwner) {
     Unlinker u{*name};
     owner.kill(SIGKILL);
     ASSERT_TRUE(owner.wait());
-    EXPECT_TRUE(shmpool::test::wait_for_removal(*name, shmpool::test::prompt()));
+    EXPECT_TRUE(shmpool::test::wait_for_removal(*name, shmpool::test::hang_guard));
 }
 
 TEST(CliTracker, ListsLiveTrackersAndTheirBlocks) {

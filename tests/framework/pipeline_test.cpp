@@ -319,21 +319,6 @@ TEST_F(PipelineTest, SigintCancelsWhenAskedTo) {
     EXPECT_EQ(now.sa_handler, SIG_DFL);  // the previous handler is back
 }
 
-TEST_F(PipelineTest, AMillionItems) {
-    long sum = 0;
-    std::uint64_t expected = 0;
-    Pipeline p({.max_tokens = 1024});
-    p.source(counting_source(1'000'000))
-        .stage(pipe_square_task, StageMode::parallel, 2)
-        .stage(pipe_plus_one_task, StageMode::serial_in_order)
-        .sink([&](long x) { sum += x; });
-    auto stats = p.run();
-    for (std::uint64_t i = 0; i < 1'000'000; ++i)
-        expected += i * i + 1;
-    EXPECT_EQ(static_cast<std::uint64_t>(sum), expected);
-    EXPECT_EQ(stats.completed, 1'000'000u);
-}
-
 TEST_F(PipelineTest, BigItemsTravelInBlocksOfTheirOwnAndNoneIsLeft) {
     std::vector<std::size_t> got;
     Pipeline p({.max_tokens = 8, .token_bytes = 1024});

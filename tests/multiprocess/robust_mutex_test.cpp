@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <thread>
 
+#include "posix/sys.hpp"
 #include "shmpool/shm/shareable_list.hpp"
 #include "test_support.hpp"
 
@@ -183,6 +185,35 @@ TEST(RobustCondition, WaitForTimesOutAndRelocks) {
     EXPECT_FALSE(g.shm.condition().wait_for(lock, 10ms, [] { return false; }));
     EXPECT_TRUE(lock.owns_lock());
     EXPECT_EQ(g.shm.mutex().state().holder_tid, ::gettid());
+}
+
+TEST(RobustCondition, AnInterruptedWaitReturnsAsASpuriousWakeUpWithTheLockHeld) {
+    Guarded g;
+    RobustLock lock(g.shm.mutex());
+    shmpool::sys::inject_failure(shmpool::sys::Call::futex_wait, EINTR);
+    // EINTR is not retried (a retry would stretch the deadline): the wait ends, not timed out.
+    bool woken = g.shm.condition().wait_for(lock, shmpool::test::hang_guard);
+    shmpool::sys::clear_injected_failures();
+    EXPECT_TRUE(woken) << "the interrupted wait was retried until it timed out";
+    EXPECT_TRUE(lock.owns_lock());
+    EXPECT_EQ(g.shm.mutex().state().holder_tid, ::gettid());
+}
+
+TEST(RobustCondition, AWaitWithAPredicateGoesOnAfterInterruptions) {
+    Guarded g;
+    RobustLock lock(g.shm.mutex());
+    shmpool::sys::inject_failure(shmpool::sys::Call::futex_wait, EINTR, 3);
+    std::thread notifier([&] {
+        RobustLock l(g.shm.mutex());  // taken once the waiter is inside its wait
+        g.shm.data()[0] = std::byte{1};
+        g.shm.condition().notify_all();
+    });
+    bool met = g.shm.condition().wait_for(lock, shmpool::test::hang_guard,
+                                          [&] { return g.shm.data()[0] == std::byte{1}; });
+    lock.unlock();
+    notifier.join();
+    shmpool::sys::clear_injected_failures();
+    EXPECT_TRUE(met);
 }
 
 TEST(GuardedList, CarriesALockThatCPythonLayoutIgnores) {

@@ -1,6 +1,7 @@
 // The resource tracker and ownership, with real processes dying in every way and real blocks.
 #include "shmpool/shm/tracker.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,16 +11,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <system_error>
 
+#include "posix/sys.hpp"
 #include "shmpool/shm/shared_memory.hpp"
 #include "test_support.hpp"
 
 using shmpool::SharedMemory;
 using shmpool::test::block_exists;
 using shmpool::test::Child;
-using shmpool::test::prompt;
+using shmpool::test::hang_guard;
 using shmpool::test::unique_name;
 using shmpool::test::Unlinker;
 using shmpool::test::wait_for_removal;
@@ -42,13 +47,14 @@ pid_t ready_tracker(Child& child) {
 }
 
 // Returns once the tracker has handled every death before this call: a sentinel owner dies, and
-// the tracker handles deaths in the order their pidfds became ready.
+// the tracker handles deaths in the order their pidfds became ready. Waits as long as it takes
+// (up to the hang guard): a block still there afterwards is one the tracker decided to keep.
 void settle() {
     std::string sentinel = unique_name();
     Child child(child_args({"own", sentinel, "kill"}));
     ready_tracker(child);
     ASSERT_TRUE(child.wait());
-    ASSERT_TRUE(wait_for_removal(sentinel, prompt()));
+    ASSERT_TRUE(wait_for_removal(sentinel, hang_guard));
 }
 
 class TrackerTest : public ::testing::Test {
@@ -62,15 +68,15 @@ class OwnerDeath : public TrackerTest, public ::testing::WithParamInterface<cons
 
 }  // namespace
 
-TEST_P(OwnerDeath, UnlinksTheOwnersBlocksPromptly) {
+TEST_P(OwnerDeath, UnlinksTheOwnersBlocks) {
     std::string a = unique_name();
     std::string b = unique_name();
     Unlinker cleanup{a, b};
     Child child(child_args({"own", a, b, GetParam()}));
     EXPECT_EQ(ready_tracker(child), tracker_);  // the inherited tracker, not a new one
     ASSERT_TRUE(child.wait());
-    EXPECT_TRUE(wait_for_removal(a, prompt())) << a << " still exists after the owner died";
-    EXPECT_TRUE(wait_for_removal(b, prompt())) << b;
+    EXPECT_TRUE(wait_for_removal(a, hang_guard)) << a << " still exists after the owner died";
+    EXPECT_TRUE(wait_for_removal(b, hang_guard)) << b;
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryWayToDie, OwnerDeath,
@@ -188,7 +194,7 @@ TEST_F(TrackerTest, SharedLifetimeEndsWithTheLastUserInEitherOrder) {
         EXPECT_TRUE(block_exists(name)) << "owner_first=" << owner_first;
         last.close_stdin();
         ASSERT_TRUE(last.wait());
-        EXPECT_TRUE(wait_for_removal(name, prompt())) << "owner_first=" << owner_first;
+        EXPECT_TRUE(wait_for_removal(name, hang_guard)) << "owner_first=" << owner_first;
     }
 }
 
@@ -232,9 +238,10 @@ TEST(TrackerRoot, RootSigkillMakesItsTrackerCleanEverythingReportOnceAndExit) {
     ASSERT_GT(tracker, 0);
     root.kill(SIGKILL);
     ASSERT_TRUE(root.wait());
-    EXPECT_TRUE(wait_for_removal(a, prompt()));
-    EXPECT_TRUE(wait_for_removal(b, prompt()));
-    EXPECT_TRUE(shmpool::test::wait_for_exit(tracker, 5s)) << "the tracker outlived its root";
+    EXPECT_TRUE(wait_for_removal(a, hang_guard));
+    EXPECT_TRUE(wait_for_removal(b, hang_guard));
+    EXPECT_TRUE(shmpool::test::wait_for_exit(tracker, hang_guard))
+        << "the tracker outlived its root";
     std::string report = root.read_stderr(2s);  // the tracker writes to the root's stderr
     EXPECT_EQ(std::count(report.begin(), report.end(), '\n'), 1) << report;
     EXPECT_NE(report.find(a), std::string::npos) << report;
@@ -324,7 +331,7 @@ TEST_F(TrackerTest, MalformedAndHostileRequestsAreRejectedAndTheTrackerCarriesOn
     Child child(child_args({"own", name, "kill"}));
     ready_tracker(child);
     ASSERT_TRUE(child.wait());
-    EXPECT_TRUE(wait_for_removal(name, prompt()));
+    EXPECT_TRUE(wait_for_removal(name, hang_guard));
 }
 
 TEST_F(TrackerTest, OtherUsersCannotConnect) {
@@ -341,4 +348,136 @@ TEST_F(TrackerTest, OtherUsersCannotConnect) {
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
         << "another user reached the tracker";
+}
+
+// --- failures of the tracker's I/O (injected at the system-call seam) ------------------------
+
+namespace {
+
+class TrackerFaultTest : public TrackerTest {
+  protected:
+    void TearDown() override { shmpool::sys::clear_injected_failures(); }
+};
+
+// What `f` throws as "<errno> <what()>", or "no error".
+std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code().category(), std::generic_category()) << e.what();
+        return std::to_string(e.code().value()) + " " + e.what();
+    }
+    return "no error";
+}
+
+// Runs `body` in a forked child, a process with no tracker connection yet (as a new worker has),
+// and returns what it returned.
+std::string in_new_process(const std::function<std::string()>& body) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return "<pipe2 failed>";
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::close(fds[0]);
+        std::string out;
+        try {
+            out = body();
+        } catch (const std::exception& e) {
+            out = std::string("unexpected exception: ") + e.what();
+        }
+        (void)!::write(fds[1], out.data(), out.size());
+        ::_exit(0);
+    }
+    ::close(fds[1]);
+    bool exited = shmpool::test::wait_for_exit(pid, hang_guard);
+    if (!exited) ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    std::string out;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+        out.append(buf, static_cast<std::size_t>(n));
+    ::close(fds[0]);
+    return exited ? out : "<the child hung>";
+}
+
+bool contains(const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_F(TrackerFaultTest, ARefusedConnectionIsASystemErrorNamingTheTrackersSocket) {
+    std::string path = std::getenv("SHMPOOL_TRACKER");
+    shmpool::sys::inject_failure(shmpool::sys::Call::connect, ECONNREFUSED);
+    std::string error = error_of([] { shmpool::Tracker::blocks(); });
+    EXPECT_EQ(error.rfind(std::to_string(ECONNREFUSED) + " ", 0), 0u) << error;
+    EXPECT_TRUE(contains(error, "connect('" + path + "')")) << error;
+}
+
+TEST_F(TrackerFaultTest, RunningOutOfDescriptorsIsASystemErrorNamingTheTrackersSocket) {
+    std::string path = std::getenv("SHMPOOL_TRACKER");
+    shmpool::sys::inject_failure(shmpool::sys::Call::socket, EMFILE);
+    std::string error = error_of([] { shmpool::Tracker::blocks(); });
+    EXPECT_EQ(error.rfind(std::to_string(EMFILE) + " ", 0), 0u) << error;
+    EXPECT_TRUE(contains(error, "socket(AF_UNIX)")) << error;
+    EXPECT_TRUE(contains(error, path)) << error;
+}
+
+TEST_F(TrackerFaultTest, AFailedRequestIsASystemErrorNamingTheTrackersSocket) {
+    std::string path = std::getenv("SHMPOOL_TRACKER");
+    shmpool::sys::inject_failure(shmpool::sys::Call::send, EPIPE);
+    std::string error = error_of([] { shmpool::Tracker::blocks(); });
+    EXPECT_EQ(error.rfind(std::to_string(EPIPE) + " ", 0), 0u) << error;
+    EXPECT_TRUE(contains(error, "sending to the tracker at '" + path + "'")) << error;
+}
+
+TEST_F(TrackerFaultTest, InterruptedConnectsSendsAndWaitsForTheAnswerAreResumed) {
+    std::string name = unique_name();
+    SharedMemory shm = SharedMemory::create(name, 8);
+    Unlinker cleanup{name};
+    shmpool::sys::inject_failure(shmpool::sys::Call::connect, EINTR, 3);  // retried by the seam
+    shmpool::sys::inject_failure(shmpool::sys::Call::send, EINTR, 3);     // retried by the seam
+    shmpool::sys::inject_failure(shmpool::sys::Call::poll, EINTR,
+                                 3);  // returned, the client waits on
+    std::vector<shmpool::TrackedBlock> blocks;
+    ASSERT_NO_THROW(blocks = shmpool::Tracker::blocks());
+    EXPECT_TRUE(std::any_of(blocks.begin(), blocks.end(),
+                            [&](const shmpool::TrackedBlock& b) { return b.name == name; }));
+}
+
+TEST_F(TrackerFaultTest, ATrackedCreateThatCannotReachATrackerFailsNamingItAndLeavesNoBlock) {
+    struct Case {
+        shmpool::sys::Call call;
+        int error;
+        std::string says;
+    };
+    for (const Case& c :
+         {Case{shmpool::sys::Call::connect, ECONNREFUSED, "connect('"},
+          Case{shmpool::sys::Call::socket, EMFILE, "socket(AF_UNIX) for the tracker at '"}}) {
+        std::string name = unique_name();
+        Unlinker cleanup{name};
+        // Every attempt fails: the inherited tracker's socket, then the one of the tracker the
+        // child starts for itself.
+        std::string error = in_new_process([&] {
+            shmpool::sys::inject_failure(c.call, c.error, 1000);
+            return error_of([&] { SharedMemory::create(name, 64); });
+        });
+        EXPECT_EQ(error.rfind(std::to_string(c.error) + " ", 0), 0u) << error;
+        EXPECT_TRUE(contains(error, c.says)) << error;
+        EXPECT_TRUE(contains(error, "/tracker.") && contains(error, ".sock'")) << error;
+        EXPECT_FALSE(block_exists(name)) << "a tracked create that failed left " << name;
+    }
+}
+
+TEST_F(TrackerFaultTest, AnInterruptedConnectToTheInheritedTrackerIsRetriedNotReplaced) {
+    std::string name = unique_name();
+    Unlinker cleanup{name};
+    std::string tracker = in_new_process([&] {
+        shmpool::sys::inject_failure(shmpool::sys::Call::connect, EINTR, 3);
+        SharedMemory shm = SharedMemory::create(name, 64);
+        shm.unlink();
+        return std::to_string(shmpool::Tracker::pid());
+    });
+    EXPECT_EQ(tracker, std::to_string(tracker_)) << "the child started a tracker of its own";
+    EXPECT_FALSE(block_exists(name));
 }

@@ -71,6 +71,9 @@ std::string python_path() {
 std::string pool_child_path() {
     return SHMPOOL_TEST_POOL_CHILD;
 }
+std::string other_layout_worker_path() {
+    return SHMPOOL_TEST_OTHER_LAYOUT_WORKER;
+}
 std::string source_dir() {
     return SHMPOOL_TEST_SOURCE_DIR;
 }

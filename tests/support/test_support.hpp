@@ -2,6 +2,7 @@
 // and the check that no test leaves a block in /dev/shm.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -9,8 +10,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace shmpool::test {
 
@@ -94,12 +93,17 @@ void use_private_runtime_dir();
 /// How long "promptly" may take: 100 ms, more under sanitizers.
 std::chrono::milliseconds prompt();
 
+/// The bound on a wait for something that must happen (a dead owner's block removed): a guard
+/// against a hang, not a promise of speed. Timings belong in `make bench`, not in tests.
+inline constexpr std::chrono::seconds hang_guard{30};
+
 /// Paths handed down by CMake.
-std::string cli_path();     ///< build/bin/shmpool
-std::string helper_path();  ///< build/bin/shm_child
-std::string python_path();  ///< the CPython used for interop
-std::string pool_child_path();  ///< build/bin/pool_child
-std::string source_dir();   ///< the project's source tree
+std::string cli_path();                  ///< build/bin/shmpool
+std::string helper_path();               ///< build/bin/shm_child
+std::string python_path();               ///< the CPython used for interop
+std::string pool_child_path();           ///< build/bin/pool_child
+std::string other_layout_worker_path();  ///< build/bin/other_layout_worker
+std::string source_dir();                ///< the project's source tree
 
 /// The gtest Environment that fails the run if a test left a block named by unique_name().
 ::testing::Environment* make_block_leak_check();

@@ -1,11 +1,17 @@
-// The system-call seam of the shm layer (see sys.hpp): EINTR retries and injected failures.
+// The system-call seam of shmpool (see sys.hpp): EINTR retries and injected failures.
 #include "posix/sys.hpp"
 
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -45,6 +51,23 @@ auto retry(Call call, F f) noexcept {
         if (result == static_cast<decltype(f())>(-1) && errno == EINTR) continue;
         return result;
     }
+}
+
+// Retries a call that failed with EINTR, for the calls that tests cannot make fail.
+template <class F>
+auto retry_eintr(F f) noexcept {
+    for (;;) {
+        auto result = f();
+        if (result == static_cast<decltype(f())>(-1) && errno == EINTR) continue;
+        return result;
+    }
+}
+
+int epoll_control(int epfd, int op, int fd, std::uint32_t events, std::uint64_t tag) noexcept {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = tag;
+    return retry(Call::epoll_ctl, [&] { return ::epoll_ctl(epfd, op, fd, &ev); });
 }
 
 }  // namespace
@@ -181,7 +204,8 @@ int ofd_locked(int fd) noexcept {
 }
 
 int pidfd_open(pid_t pid) noexcept {
-    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    return retry(Call::pidfd_open,
+                 [&] { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); });
 }
 
 ssize_t read(int fd, void* buffer, std::size_t length) noexcept {
@@ -198,6 +222,193 @@ ssize_t write(int fd, const void* buffer, std::size_t length) noexcept {
         n = ::write(fd, buffer, length);
     } while (n < 0 && errno == EINTR);
     return n;
+}
+
+int access(const char* path, int mode) noexcept {
+    return ::access(path, mode);
+}
+
+int dup2(int from, int to) noexcept {
+    return retry_eintr([&] { return ::dup2(from, to); });
+}
+
+int isatty(int fd) noexcept {
+    return ::isatty(fd);
+}
+
+std::size_t page_size() noexcept {
+    static const std::size_t size = [] {
+        long n = ::sysconf(_SC_PAGESIZE);
+        return n > 0 ? static_cast<std::size_t>(n) : std::size_t{4096};
+    }();
+    return size;
+}
+
+// --- Time and waiting ---------------------------------------------------------------------------
+
+std::uint64_t monotonic_ns() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);  // cannot fail with a valid clock and address
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+           static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+timespec realtime_now() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    return ts;
+}
+
+// Not FUTEX_PRIVATE_FLAG: the waiters and wakers are in different processes.
+int futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+               const timespec* timeout) noexcept {
+    static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t),
+                  "the kernel reads the futex word through the atomic's address");
+    // EINTR is not retried: the caller rechecks the word (a spurious wake-up), and a retry with
+    // the same relative timeout would stretch the caller's deadline.
+    if (injected(Call::futex_wait)) return -1;
+    return static_cast<int>(::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT,
+                                      expected, timeout, nullptr, 0));
+}
+
+int futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
+    return static_cast<int>(::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE,
+                                      count, nullptr, nullptr, 0));
+}
+
+// --- Processes and descriptors ------------------------------------------------------------------
+
+int pipe(int fds[2]) noexcept {
+    return retry(Call::pipe, [&] { return ::pipe2(fds, O_CLOEXEC); });
+}
+
+int eventfd() noexcept {
+    return retry(Call::eventfd, [] { return ::eventfd(0, EFD_CLOEXEC); });
+}
+
+int epoll_create() noexcept {
+    return retry(Call::epoll_create, [] { return ::epoll_create1(EPOLL_CLOEXEC); });
+}
+
+int epoll_add(int epfd, int fd, std::uint32_t events, std::uint64_t tag) noexcept {
+    return epoll_control(epfd, EPOLL_CTL_ADD, fd, events, tag);
+}
+
+int epoll_modify(int epfd, int fd, std::uint32_t events, std::uint64_t tag) noexcept {
+    return epoll_control(epfd, EPOLL_CTL_MOD, fd, events, tag);
+}
+
+int epoll_remove(int epfd, int fd) noexcept {
+    return retry(Call::epoll_ctl, [&] { return ::epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr); });
+}
+
+int epoll_wait(int epfd, epoll_event* events, int max_events, int timeout_ms) noexcept {
+    for (;;) {
+        int n =
+            injected(Call::epoll_wait) ? -1 : ::epoll_wait(epfd, events, max_events, timeout_ms);
+        // Without a timeout nobody owns a deadline, so an interrupted wait simply goes on.
+        if (n < 0 && errno == EINTR && timeout_ms < 0) continue;
+        return n;
+    }
+}
+
+int pidfd_send_signal(int pidfd, int sig) noexcept {
+    return retry(Call::pidfd_send_signal, [&] {
+        return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+    });
+}
+
+int kill(pid_t pid, int sig) noexcept {
+    return ::kill(pid, sig);
+}
+
+pid_t wait4(pid_t pid, int* status, struct rusage* usage) noexcept {
+    return retry(Call::wait4, [&] { return ::wait4(pid, status, 0, usage); });
+}
+
+int set_parent_death_signal(int sig) noexcept {
+    return ::prctl(PR_SET_PDEATHSIG, static_cast<unsigned long>(sig), 0UL, 0UL, 0UL);
+}
+
+int set_own_process_group() noexcept {
+    return ::setpgid(0, 0);
+}
+
+pid_t set_own_session() noexcept {
+    return ::setsid();
+}
+
+int sigaction(int sig, const struct sigaction* action, struct sigaction* previous) noexcept {
+    return ::sigaction(sig, action, previous);
+}
+
+int ignore_signal(int sig) noexcept {
+    struct sigaction action {};
+    action.sa_handler = SIG_IGN;
+    sigemptyset(&action.sa_mask);
+    return ::sigaction(sig, &action, nullptr);
+}
+
+int block_signals(const sigset_t& set) noexcept {
+    // pthread_sigmask returns the error instead of setting errno.
+    int err = ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    if (err == 0) return 0;
+    errno = err;
+    return -1;
+}
+
+int signal_fd(const sigset_t& set) noexcept {
+    return ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+// --- Sockets ------------------------------------------------------------------------------------
+
+int unix_socket(bool nonblocking) noexcept {
+    const int type = SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);
+    return retry(Call::socket, [&] { return ::socket(AF_UNIX, type, 0); });
+}
+
+int connect(int fd, const sockaddr* address, socklen_t length) noexcept {
+    bool interrupted = false;
+    for (;;) {
+        int rc = injected(Call::connect) ? -1 : ::connect(fd, address, length);
+        if (rc == 0) return 0;
+        if (errno == EINTR) {
+            interrupted = true;
+            continue;
+        }
+        // An interrupted connect() may have gone on in the background and completed meanwhile.
+        if (interrupted && errno == EISCONN) return 0;
+        return rc;
+    }
+}
+
+int bind(int fd, const sockaddr* address, socklen_t length) noexcept {
+    return retry(Call::bind, [&] { return ::bind(fd, address, length); });
+}
+
+int listen(int fd, int backlog) noexcept {
+    return retry(Call::listen, [&] { return ::listen(fd, backlog); });
+}
+
+int accept(int fd) noexcept {
+    return retry(Call::accept,
+                 [&] { return ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK); });
+}
+
+int peer_credentials(int fd, struct ucred* credentials) noexcept {
+    socklen_t length = sizeof *credentials;
+    return ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, credentials, &length);
+}
+
+ssize_t send(int fd, const void* buffer, std::size_t length) noexcept {
+    return retry(Call::send, [&] { return ::send(fd, buffer, length, MSG_NOSIGNAL); });
+}
+
+int poll_one(int fd, short events, int timeout_ms) noexcept {
+    if (injected(Call::poll)) return -1;
+    pollfd p{fd, events, 0};
+    return ::poll(&p, 1, timeout_ms);
 }
 
 }  // namespace shmpool::sys

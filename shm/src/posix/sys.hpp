@@ -1,16 +1,29 @@
-// The one seam between shmpool's shm layer and the operating system.
+// The one seam between shmpool (both libraries, shm and framework) and the operating system.
+//
+// Every call into the kernel that can fail or block goes through here; only trivial ones that
+// cannot fail (getpid, getppid, geteuid, _exit) are made directly. The header is internal: it is
+// compiled into shmpool_shm once, and shmpool_framework reaches it at build time only.
 //
 // Each wrapper returns what the system call returns (-1 with errno set on failure; for
 // posix_fallocate too, unlike the libc function) and retries EINTR where the call is restartable
-// (never close()). Tests make the next N calls of one wrapper fail with a chosen errno through
-// inject_failure(), to exercise ENOSPC, EMFILE and EINTR paths without filling the machine.
+// (never close(); a wait with a timeout returns EINTR to its caller, who owns the deadline). Tests
+// make the next N calls of one wrapper fail with a chosen errno through inject_failure(), to
+// exercise ENOSPC, EMFILE and EINTR paths without filling the machine.
 #pragma once
 
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
+#include <time.h>
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 
 namespace shmpool::sys {
 
@@ -24,6 +37,25 @@ enum class Call {
     mmap,
     getrandom,
     open,
+    // Waiting (EINTR is returned to the caller: see futex_wait).
+    futex_wait,
+    // Processes, descriptors and events (the pool's watcher, the tracker).
+    pipe,
+    eventfd,
+    epoll_create,
+    epoll_ctl,
+    epoll_wait,
+    pidfd_open,
+    pidfd_send_signal,
+    wait4,
+    // Sockets (the tracker's client and server).
+    socket,
+    connect,
+    bind,
+    listen,
+    accept,
+    send,
+    poll,
     count
 };
 
@@ -68,6 +100,88 @@ int pidfd_open(pid_t pid) noexcept;
 /// Reads/writes, retrying EINTR (partial transfers are returned as is).
 ssize_t read(int fd, void* buffer, std::size_t length) noexcept;
 ssize_t write(int fd, const void* buffer, std::size_t length) noexcept;
+/// access(path, mode).
+int access(const char* path, int mode) noexcept;
+/// dup2(from, to), retrying EINTR.
+int dup2(int from, int to) noexcept;
+/// isatty(fd): 1 or 0.
+int isatty(int fd) noexcept;
+/// The size of a memory page.
+std::size_t page_size() noexcept;
+
+// --- Time and waiting -------------------------------------------------------------------------
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock every process of a machine shares.
+std::uint64_t monotonic_ns() noexcept;
+/// CLOCK_REALTIME as a timespec (what pthread_mutex_timedlock measures against).
+timespec realtime_now() noexcept;
+/// futex(FUTEX_WAIT) on a word shared between processes (never FUTEX_PRIVATE_FLAG): sleeps while
+/// *word == expected, at most `timeout` (relative; null: no limit). 0 when woken, -1 with errno
+/// (EAGAIN: the word had changed; ETIMEDOUT; EINTR, not retried: the caller rechecks the word).
+int futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+               const timespec* timeout) noexcept;
+/// futex(FUTEX_WAKE): wakes up to `count` waiters; how many it woke.
+int futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept;
+/// A hint in a spin loop that this core is waiting (pause on x86, yield on ARM).
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+    asm volatile("yield" ::: "memory");
+#endif
+}
+
+// --- Processes and descriptors ------------------------------------------------------------------
+
+/// pipe2(fds, O_CLOEXEC).
+int pipe(int fds[2]) noexcept;
+/// eventfd(0, EFD_CLOEXEC).
+int eventfd() noexcept;
+/// epoll_create1(EPOLL_CLOEXEC).
+int epoll_create() noexcept;
+/// epoll_ctl(epfd, EPOLL_CTL_ADD / MOD / DEL, fd) with `events` and a 64-bit tag.
+int epoll_add(int epfd, int fd, std::uint32_t events, std::uint64_t tag) noexcept;
+int epoll_modify(int epfd, int fd, std::uint32_t events, std::uint64_t tag) noexcept;
+int epoll_remove(int epfd, int fd) noexcept;
+/// epoll_wait; EINTR is returned (-1), not retried, when there is a timeout.
+int epoll_wait(int epfd, epoll_event* events, int max_events, int timeout_ms) noexcept;
+/// pidfd_send_signal(pidfd, sig): a signal that can never reach a recycled pid.
+int pidfd_send_signal(int pidfd, int sig) noexcept;
+/// kill(pid, sig), for the rare process without a pidfd.
+int kill(pid_t pid, int sig) noexcept;
+/// wait4(pid, status, 0, usage), retrying EINTR.
+pid_t wait4(pid_t pid, int* status, struct rusage* usage) noexcept;
+/// In a child between fork and exec: die with `sig` when the parent's thread does
+/// (PR_SET_PDEATHSIG), and lead a process group of its own (setpgid(0, 0)).
+int set_parent_death_signal(int sig) noexcept;
+int set_own_process_group() noexcept;
+/// setsid(): a session of its own.
+pid_t set_own_session() noexcept;
+/// sigaction(sig, action, previous).
+int sigaction(int sig, const struct sigaction* action, struct sigaction* previous) noexcept;
+/// Ignores `sig` in this process (SIG_IGN).
+int ignore_signal(int sig) noexcept;
+/// Blocks the signals of `set` in the calling thread (pthread_sigmask(SIG_BLOCK)).
+int block_signals(const sigset_t& set) noexcept;
+/// signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK).
+int signal_fd(const sigset_t& set) noexcept;
+
+// --- Sockets (the tracker) ----------------------------------------------------------------------
+
+/// socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC [| SOCK_NONBLOCK], 0).
+int unix_socket(bool nonblocking) noexcept;
+/// connect(), retrying EINTR.
+int connect(int fd, const sockaddr* address, socklen_t length) noexcept;
+int bind(int fd, const sockaddr* address, socklen_t length) noexcept;
+int listen(int fd, int backlog) noexcept;
+/// accept4(fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK), retrying EINTR.
+int accept(int fd) noexcept;
+/// The credentials of a connected UNIX socket's peer (SO_PEERCRED).
+int peer_credentials(int fd, struct ucred* credentials) noexcept;
+/// send(fd, buffer, length, MSG_NOSIGNAL), retrying EINTR.
+ssize_t send(int fd, const void* buffer, std::size_t length) noexcept;
+/// poll() on one descriptor for `events`, at most timeout_ms; EINTR returned, not retried.
+int poll_one(int fd, short events, int timeout_ms) noexcept;
 
 /// Owns one file descriptor; move-only; closes in the destructor.
 class FileDescriptor {

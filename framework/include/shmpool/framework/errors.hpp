@@ -138,33 +138,21 @@ class WorkerStartFailed : public std::runtime_error {
     std::vector<Attempt> attempts_;
 };
 
+/// The worker program speaks another version of the pool's protocol (PoolOptions::
+/// worker_executable built against another shmpool): it refused the pool's control block.
+class IncompatibleWorker : public std::runtime_error {
+  public:
+    IncompatibleWorker(const std::string& executable, unsigned worker_layout, unsigned pool_layout)
+        : std::runtime_error(fmt::format(
+              "pool worker '{}' speaks pool protocol version {}, this program version {}: build "
+              "the worker program against the same shmpool",
+              executable, worker_layout, pool_layout)) {}
+};
+
 /// The pool was closed or terminated before the task could run.
 class PoolClosed : public std::runtime_error {
   public:
     PoolClosed() : std::runtime_error("the pool is closed") {}
 };
-
-namespace detail {
-
-/// `error` told in the caller's terms: a WorkerCrashed or TaskTimeout rebuilt with `item` (the
-/// position the caller knows, where the pool counted within a chunk or batch) and, if `task` is
-/// given, that task name; a TaskError renamed likewise; anything else as it is.
-inline std::exception_ptr relabel(const std::exception_ptr& error, std::size_t item,
-                                  const std::string* task = nullptr) {
-    try {
-        std::rethrow_exception(error);
-    } catch (const TaskError& e) {
-        return task ? std::make_exception_ptr(TaskError(*task, e.type(), e.message())) : error;
-    } catch (const WorkerCrashed& e) {
-        return std::make_exception_ptr(WorkerCrashed(task ? *task : e.task(), item, e.pid(),
-                                                     e.signal(), e.exit_code(), e.attempts()));
-    } catch (const TaskTimeout& e) {
-        return std::make_exception_ptr(TaskTimeout(task ? *task : e.task(), item, e.seconds()));
-    } catch (...) {
-        return error;
-    }
-}
-
-}  // namespace detail
 
 }  // namespace shmpool

@@ -31,12 +31,6 @@
 
 namespace shmpool {
 
-class Pool;
-namespace detail {
-struct JobItems;
-class ResultSink;
-}  // namespace detail
-
 /// How a stage takes its items, with tbb::filter_mode's meaning.
 enum class StageMode {
     parallel,             ///< any number at once, in any order
@@ -209,8 +203,6 @@ class Pipeline {
     void set_source(std::function<bool(std::string&)> next, std::type_index type);
     void set_sink(std::function<void(Reader&)> consume, std::type_index type, StageMode mode);
     void add_stage(detail::StageSpec spec, std::type_index in, std::type_index out);
-    static void enqueue_steps(Pool& pool, detail::JobItems&& items,
-                              std::shared_ptr<detail::ResultSink> sink, std::size_t chunksize);
 
     struct Impl;
     std::unique_ptr<Impl> impl_;

@@ -73,11 +73,10 @@ class SharedArray {
     }
 
   private:
+    // 0 if there is no such block (attach() then says why); one stat(), through the shm layer.
     static std::uint64_t block_inode(std::string_view name) {
-        struct ::stat st {};
-        std::string path = std::string(shm_directory()) + "/" +
-                           std::string(name.starts_with('/') ? name.substr(1) : name);
-        return ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
+        std::optional<BlockInfo> info = stat_block(name, {.inspect = false});
+        return info ? info->inode : 0;
     }
 
     explicit SharedArray(SharedMemory shm) : shm_(std::move(shm)) {}

@@ -1,10 +1,8 @@
 // WorkerProcess: Boost.Process v2 launch with a parent-death signal; pidfd watch; wait4 reaping.
-#include "worker_process.hpp"
+#include "parent/worker_process.hpp"
 
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>  // environ
 
@@ -22,6 +20,8 @@
 #include <system_error>
 #include <utility>
 
+#include "posix/sys.hpp"
+
 namespace shmpool::detail {
 namespace {
 
@@ -34,9 +34,9 @@ struct WorkerSetup {
     boost::system::error_code on_exec_setup(Launcher&, const bp::filesystem::path&,
                                             const char* const*) {
         // Dies with the parent: no orphan workers, even when the parent is SIGKILLed.
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        sys::set_parent_death_signal(SIGKILL);
         if (::getppid() != parent) ::_exit(1);  // the parent died before the line above
-        ::setpgid(0, 0);                        // a terminal's Ctrl-C is the parent's to handle
+        sys::set_own_process_group();           // a terminal's Ctrl-C is the parent's to handle
         return {};
     }
     // After a failed exec in the vfork child. Boost would call exit(), running the parent's
@@ -82,11 +82,12 @@ WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<st
     }
     pid_ = proc.id();
     proc.detach();  // reaped here, through the pidfd, not by Boost
-    pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
-    if (pidfd_ < 0) {
-        int err = errno;
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, nullptr, 0);
+    pidfd_ = sys::FileDescriptor(sys::pidfd_open(pid_));
+    if (!pidfd_.valid()) {
+        const int err = errno;
+        sys::kill(pid_, SIGKILL);
+        int status = 0;
+        sys::wait4(pid_, &status, nullptr);
         throw std::system_error(err, std::generic_category(),
                                 fmt::format("pidfd_open({}) failed", pid_));
     }
@@ -94,7 +95,7 @@ WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<st
 
 WorkerProcess::WorkerProcess(WorkerProcess&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
-      pidfd_(std::exchange(other.pidfd_, -1)),
+      pidfd_(std::move(other.pidfd_)),
       reaped_(std::exchange(other.reaped_, true)) {
 }
 
@@ -102,7 +103,7 @@ WorkerProcess& WorkerProcess::operator=(WorkerProcess&& other) noexcept {
     if (this != &other) {
         reset();
         pid_ = std::exchange(other.pid_, -1);
-        pidfd_ = std::exchange(other.pidfd_, -1);
+        pidfd_ = std::move(other.pidfd_);
         reaped_ = std::exchange(other.reaped_, true);
     }
     return *this;
@@ -117,14 +118,13 @@ void WorkerProcess::reset() noexcept {
         signal(SIGKILL);
         reap();
     }
-    if (pidfd_ >= 0) ::close(pidfd_);
+    pidfd_.reset();
     pid_ = -1;
-    pidfd_ = -1;
 }
 
 void WorkerProcess::signal(int sig) noexcept {
     // Through the pidfd: never a reused pid.
-    if (pidfd_ >= 0 && !reaped_) ::syscall(SYS_pidfd_send_signal, pidfd_, sig, nullptr, 0);
+    if (pidfd_.valid() && !reaped_) sys::pidfd_send_signal(pidfd_.get(), sig);
 }
 
 ExitStatus WorkerProcess::reap() noexcept {
@@ -132,10 +132,7 @@ ExitStatus WorkerProcess::reap() noexcept {
     if (reaped_ || pid_ <= 0) return s;
     int status = 0;
     struct rusage usage {};
-    pid_t r;
-    do {
-        r = ::wait4(pid_, &status, 0, &usage);
-    } while (r < 0 && errno == EINTR);
+    const pid_t r = sys::wait4(pid_, &status, &usage);
     reaped_ = true;
     if (r == pid_) {
         if (WIFSIGNALED(status)) {
@@ -149,20 +146,3 @@ ExitStatus WorkerProcess::reap() noexcept {
 }
 
 }  // namespace shmpool::detail
-
-namespace shmpool {
-
-std::string signal_name(int signal) {
-    // sigabbrev_np (glibc 2.32) is thread-safe, unlike strsignal.
-    if (const char* abbrev = ::sigabbrev_np(signal)) return fmt::format("SIG{}", abbrev);
-    return fmt::format("signal {}", signal);
-}
-
-std::string to_string(const ExitStatus& status) {
-    if (status.signal != 0)
-        return fmt::format("killed by {}{}", signal_name(status.signal),
-                           status.core_dumped ? " (core dumped)" : "");
-    return fmt::format("exited with status {}", status.exit_code);
-}
-
-}  // namespace shmpool

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "posix/sys.hpp"
 #include "shmpool/framework/exit_status.hpp"
 
 namespace shmpool::detail {
@@ -26,7 +27,7 @@ class WorkerProcess {
 
     pid_t pid() const noexcept { return pid_; }
     /// Readable (POLLIN) once the process has exited.
-    int pidfd() const noexcept { return pidfd_; }
+    int pidfd() const noexcept { return pidfd_.get(); }
     void signal(int sig) noexcept;
     /// Reaps the process (it must have exited: pidfd readable); returns how it ended.
     ExitStatus reap() noexcept;
@@ -34,7 +35,7 @@ class WorkerProcess {
   private:
     void reset() noexcept;
     pid_t pid_ = -1;
-    int pidfd_ = -1;
+    sys::FileDescriptor pidfd_;
     bool reaped_ = false;
 };
 

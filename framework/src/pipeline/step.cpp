@@ -9,7 +9,7 @@
 #include <string>
 #include <system_error>
 
-#include "pipeline_arena.hpp"
+#include "pipeline/arena.hpp"
 #include "shmpool/framework/pool.hpp"
 #include "shmpool/shm/shared_memory.hpp"
 #include "shmpool/shm/tracker.hpp"

@@ -1,0 +1,139 @@
+// What a Pool is configured with (PoolOptions) and what it reports: statistics (PoolStats), the
+// progress of a job (Progress) and the exit of a worker (WorkerEvent, ExitReason).
+//
+// Callbacks (on_worker_exit, on_progress) run on a thread of the pool's own, with no lock of the
+// pool held, one at a time and in the order of their events: they may block, submit work and wait
+// for it, but not destroy their pool.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shmpool/framework/exit_status.hpp"
+#include "shmpool/framework/task.hpp"
+
+namespace shmpool {
+
+/// Why a worker left the pool, as reported to PoolOptions::on_worker_exit.
+enum class ExitReason {
+    crashed,          ///< died (a signal, an exit) while it was part of the pool
+    start_failed,     ///< died before it reported ready (PoolOptions::max_start_failures)
+    timeout,          ///< killed because its item ran past task_timeout
+    cancelled,        ///< killed by Future::cancel(true)
+    recycled_tasks,   ///< retired after max_tasks_per_worker items
+    recycled_memory,  ///< retired after growing past max_memory_per_worker
+};
+
+/// "crashed", "start_failed", "timeout", "cancelled", "recycled_tasks", "recycled_memory".
+std::string_view to_string(ExitReason reason) noexcept;
+
+/// A worker that exited or died, as reported to PoolOptions::on_worker_exit (not the workers
+/// that the pool stops itself at join() or terminate()).
+struct WorkerEvent {
+    unsigned worker = 0;  ///< its index in the pool
+    pid_t pid = 0;
+    ExitStatus status;  ///< the signal or exit status, and the peak RSS
+    ExitReason reason = ExitReason::crashed;
+    std::string task;                 ///< the task it was running, if any
+    std::optional<std::size_t> item;  ///< the item of that task's job it was on
+};
+
+/// Progress of a map-style job (map, starmap, for_each_index; imap chunks count separately).
+struct Progress {
+    std::string task;
+    std::size_t done = 0;  ///< items settled (results and failures)
+    std::size_t total = 0;
+    double elapsed_seconds = 0;
+    double rate = 0;         ///< items per second so far
+    double eta_seconds = 0;  ///< at that rate
+};
+
+struct PoolStats {
+    std::size_t tasks_done = 0;    ///< items that produced a result
+    std::size_t tasks_failed = 0;  ///< items that failed (TaskError, WorkerCrashed, TaskTimeout)
+    std::size_t retries = 0;
+    std::size_t crashes = 0;  ///< workers that died running a task
+    std::size_t respawns = 0;
+    std::size_t start_failures = 0;  ///< workers that died before they reported ready
+    std::size_t timeouts = 0;
+    std::size_t cancelled = 0;        ///< running tasks killed by a hard cancel
+    std::size_t recycled_tasks = 0;   ///< workers replaced after max_tasks_per_worker
+    std::size_t recycled_memory = 0;  ///< workers replaced after max_memory_per_worker
+    double busy_seconds = 0;          ///< with measure_busy: time workers spent on completed chunks
+};
+
+/// The name of a registered task (any Task<Fn> converts to it), e.g. for PoolOptions::initializer.
+struct TaskName {
+    TaskName() = default;
+    template <auto Fn>
+    TaskName(const Task<Fn>& task) : name(task.name()) {}  // NOLINT(google-explicit-constructor)
+    std::string name;
+};
+
+struct PoolOptions {
+    /// Number of workers; 0 means one per core.
+    unsigned workers = 0;
+    /// How often an item whose worker died is tried again before it fails with WorkerCrashed.
+    int max_retries = 1;
+    /// Kill the worker of an item running longer than this (then TaskTimeout); 0: no limit.
+    std::chrono::milliseconds task_timeout{0};
+    /// How many times in a row a worker may die before it reports ready (killed during
+    /// start-up, or its program exits) before the pool gives up on it: pool creation then fails
+    /// with WorkerStartFailed, and a running pool stops replacing that worker. Each such death is
+    /// replaced like a crash and counted in PoolStats::start_failures.
+    unsigned max_start_failures = 5;
+    /// After SIGTERM, how long a worker has before SIGKILL.
+    std::chrono::milliseconds kill_grace{200};
+    /// Bytes of arguments, and of results, one chunk may carry (per worker, each way); 4 KiB to
+    /// 1 GiB, rounded up to a multiple of 64.
+    std::size_t slot_bytes = std::size_t{256} << 10;
+    /// The worker program (it must call shmpool::init); default: this program.
+    std::string worker_executable{};
+    /// Called for every worker that dies or is retired (see WorkerEvent).
+    std::function<void(const WorkerEvent&)> on_worker_exit{};
+    /// Blocks every worker attaches once, before it takes work, and keeps; tasks reach them with
+    /// shmpool::shared_block(name). A block that cannot be attached fails pool creation.
+    std::vector<std::string> shared_blocks{};
+    /// Extra environment variables ("NAME=value") for every worker, on top of this process's.
+    std::vector<std::string> environment{};
+    /// A task taking no arguments, run once in every worker before it takes work. If it throws,
+    /// pool creation fails with its error.
+    TaskName initializer{};
+    /// Called with the progress of every job of more than one item, at most every 100 ms and
+    /// once at its end, before the job's caller gets its results (unless that caller is itself a
+    /// callback).
+    std::function<void(const Progress&)> on_progress{};
+    /// Draw a progress bar for such jobs on stderr, when stderr is a terminal.
+    bool progress_bar = false;
+    /// oneTBB threads a task may use inside one worker (tbb::global_control in each worker), so
+    /// that workers × threads do not oversubscribe the cores; 0: cores / workers, at least 1.
+    unsigned threads_per_worker = 0;
+    /// How long an idle worker spins, watching its slot, before it sleeps: new work within that
+    /// time costs no wake-up. 0 suits pools with more busy processes than cores (a spinning
+    /// worker takes the core from the one it waits for).
+    std::chrono::microseconds idle_spin{20};
+    /// Sum the time the workers spend on chunks in stats().busy_seconds. It costs two clock reads
+    /// per chunk, which shows in a map of tiny tasks with chunksize 1 (so it is off by default).
+    bool measure_busy = false;
+    /// Replace a worker after it ran this many items (0: never).
+    std::size_t max_tasks_per_worker = 0;
+    /// Replace a worker whose resident set grew past this many bytes, checked between chunks (0:
+    /// never).
+    std::size_t max_memory_per_worker = 0;
+};
+
+}  // namespace shmpool
+
+template <>
+struct fmt::formatter<shmpool::ExitReason> : fmt::formatter<std::string_view> {
+    auto format(shmpool::ExitReason r, fmt::format_context& ctx) const {
+        return fmt::formatter<std::string_view>::format(shmpool::to_string(r), ctx);
+    }
+};

@@ -1,0 +1,273 @@
+// SlotTable: packing chunks into slots, harvesting them, and settling a dead worker's slot.
+#include "parent/slot_table.hpp"
+
+#include <fmt/format.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <stdexcept>
+
+#include "protocol/records.hpp"
+#include "protocol/slot.hpp"
+#include "shmpool/framework/errors.hpp"
+
+namespace shmpool::detail {
+
+SlotTable::SlotTable(const ControlView& view, const PoolOptions& options, WorkerSet& workers,
+                     ResultRouter& router, PoolCounters& counters)
+    : view_(view),
+      options_(options),
+      workers_(workers),
+      router_(router),
+      counters_(counters),
+      slots_(view.workers()) {
+}
+
+bool SlotTable::has_finished() const noexcept {
+    for (unsigned w = 0; w < slots_.size(); ++w) {
+        if (ParentSlot(view_, w).finished()) return true;
+    }
+    return false;
+}
+
+void SlotTable::occupy(const SlotsLocked& /*locked*/, unsigned w) {
+    slots_[w] = InFlight{};
+    slots_[w].occupied = true;
+}
+
+bool SlotTable::dispatch(const SlotsLocked& locked, JobQueue& queue) {
+    bool any = false;
+    for (unsigned w = 0; w < slots_.size(); ++w) {
+        const InFlight& f = slots_[w];
+        if (f.chunk || !f.occupied || ParentSlot(view_, w).state() != SlotState::free) continue;
+        std::optional<Chunk> next = queue.take();
+        if (!next) return any;
+        any = true;
+        post(locked, w, std::move(*next), queue);
+    }
+    return any;
+}
+
+// Packs as much of the chunk as fits the slot's request area; the rest goes back to the front
+// of the queue. Only the front item can be dropped (a cancelled future, or arguments that fit
+// no slot), so what is packed stays one run of consecutive items.
+void SlotTable::post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueue& queue) {
+    Job& job = *chunk.job;
+    ParentSlot slot(view_, w);
+    RequestWriter out(slot.request_area(), slot.capacity());
+    if (!out.begin(job.task, job.items.in_stride, job.items.out_stride)) {
+        router_.fail_all(locked, chunk,
+                         std::make_exception_ptr(std::length_error(fmt::format(
+                             "task name '{}' does not fit the pool's slot_bytes", job.task))));
+        queue.finish(chunk.size());
+        return;
+    }
+    std::size_t first = chunk.begin;
+    std::size_t next = chunk.begin;
+    std::size_t dropped = 0;
+    auto drop_front = [&](std::size_t length) {
+        if (!job.sink->cancelled(next)) {  // a cancelled item is settled already
+            router_.fail(locked, chunk, next - chunk.begin,
+                         std::make_exception_ptr(std::length_error(fmt::format(
+                             "task '{}' item {}: {} bytes of arguments exceed the pool's "
+                             "slot_bytes ({})",
+                             job.task, next, length, slot.capacity()))));
+        }
+        ++dropped;
+        first = ++next;
+    };
+    if (job.items.packed()) {
+        // The results leave half the response area free for the error records of items that
+        // throw.
+        const std::size_t in = job.items.in_stride;
+        const std::size_t result = std::max<std::size_t>(job.items.out_stride, 1);
+        const std::size_t fit = std::min(out.room() / in, slot.capacity() / 2 / result);
+        if (fit == 0) {
+            while (next < chunk.end)
+                drop_front(in);
+        } else {
+            next = std::min(chunk.end, first + fit);
+            out.add_packed(job.items.args.data() + first * in, next - first, in);
+        }
+    } else {
+        while (next < chunk.end) {
+            const std::size_t at = job.items.offsets[next];
+            const std::size_t length = job.items.offsets[next + 1] - at;
+            if (next == first && (!job.sink->start(next) || out.room() < item_overhead + length)) {
+                drop_front(length);
+                continue;
+            }
+            if (!out.add_item(job.items.args.data() + at, length)) break;
+            ++next;
+        }
+    }
+    if (next < chunk.end) requeue(locked, Chunk{chunk.job, next, chunk.end}, queue);
+    queue.finish(dropped);
+    if (next == first) return;
+    const std::uint32_t bytes = out.finish(static_cast<std::uint32_t>(next - first));
+    slots_[w].chunk = Chunk{chunk.job, first, next};
+    slot.post(bytes, monotonic_ns());
+}
+
+void SlotTable::requeue(const SlotsLocked& locked, Chunk chunk, JobQueue& queue) {
+    if (queue.requeue_front(chunk)) return;
+    router_.fail_all(locked, chunk, std::make_exception_ptr(PoolClosed()));  // terminating
+    queue.finish(chunk.size());
+}
+
+bool SlotTable::harvest(const SlotsLocked& locked, JobQueue& queue) {
+    bool any = false;
+    for (unsigned w = 0; w < slots_.size(); ++w) {
+        InFlight& f = slots_[w];
+        ParentSlot slot(view_, w);
+        if (!f.chunk || !slot.finished()) continue;
+        const Chunk chunk = std::move(*f.chunk);
+        f.chunk.reset();
+        // A worker may end a chunk early (its error records filled the response area): the
+        // items it did not reach go back to the front of the queue.
+        const ChunkProgress p = slot.progress();
+        const auto completed =
+            std::min<std::uint32_t>(p.completed, static_cast<std::uint32_t>(chunk.size()));
+        counters_.busy_ns += p.busy_ns;  // before the results: a caller woken sees it counted
+        router_.deliver(locked, chunk, {slot.response_area(), p.response_bytes, slot.capacity()}, 0,
+                        completed);
+        if (completed < chunk.size())
+            requeue(locked, Chunk{chunk.job, chunk.begin + completed, chunk.end}, queue);
+        slot.release(workers_.count_items(w, completed) != Retirement::none);
+        queue.finish(completed);
+        any = true;
+    }
+    return any;
+}
+
+std::optional<WorkerEvent> SlotTable::settle(const SlotsLocked& locked, const Departure& d,
+                                             JobQueue& queue) {
+    InFlight f = std::move(slots_[d.worker]);
+    slots_[d.worker] = InFlight{};
+    ParentSlot slot(view_, d.worker);
+    WorkerEvent event;
+    event.worker = d.worker;
+    event.pid = d.pid;
+    event.status = d.status;
+    event.reason = d.was_ready ? ExitReason::crashed : ExitReason::start_failed;
+    const bool terminating = queue.terminating();
+    bool report = !terminating;
+    if (f.chunk) {
+        const Chunk chunk = std::move(*f.chunk);
+        Job& job = *chunk.job;
+        event.task = job.task;
+        const ChunkProgress p = slot.progress();
+        const std::uint32_t completed =
+            std::min<std::uint32_t>(p.completed, static_cast<std::uint32_t>(chunk.size()));
+        router_.deliver(locked, chunk, {slot.response_area(), p.response_bytes, slot.capacity()}, 0,
+                        completed);
+        std::size_t settled = completed;
+        std::size_t rest = chunk.begin + completed;
+        std::optional<Chunk> retry;
+        if (p.claimed && completed < chunk.size()) {
+            // The item it was on when it died: retried, or failed with the reason.
+            const std::size_t index = chunk.begin + completed;
+            event.item = index;
+            rest = index + 1;
+            ++settled;
+            if (terminating) {
+                router_.fail(locked, chunk, completed, std::make_exception_ptr(PoolClosed()));
+            } else if (f.cancelled) {
+                ++counters_.cancelled;
+                event.reason = ExitReason::cancelled;
+                router_.fail(locked, chunk, completed,
+                             std::make_exception_ptr(TaskCancelled(job.task)));
+            } else if (f.timed_out) {
+                ++counters_.timeouts;
+                event.reason = ExitReason::timeout;
+                router_.fail(locked, chunk, completed,
+                             std::make_exception_ptr(TaskTimeout(
+                                 job.task, index,
+                                 std::chrono::duration<double>(options_.task_timeout).count())));
+            } else {
+                ++counters_.crashes;
+                const int attempts = ++job.attempts[index];
+                if (attempts <= options_.max_retries) {
+                    ++counters_.retries;
+                    retry = Chunk{chunk.job, index, index + 1};
+                    --settled;
+                } else {
+                    router_.fail(locked, chunk, completed,
+                                 std::make_exception_ptr(
+                                     WorkerCrashed(job.task, index, d.pid, d.status.signal,
+                                                   d.status.exit_code, attempts)));
+                }
+            }
+        }
+        queue.finish(settled);
+        // The rest of the chunk never started: back to the queue, untouched, behind the retry.
+        if (rest < chunk.end) requeue(locked, Chunk{chunk.job, rest, chunk.end}, queue);
+        if (retry) requeue(locked, *retry, queue);
+    } else if (d.retiring != Retirement::none) {
+        const bool tasks = d.retiring == Retirement::tasks;
+        ++(tasks ? counters_.recycled_tasks : counters_.recycled_memory);
+        event.reason = tasks ? ExitReason::recycled_tasks : ExitReason::recycled_memory;
+    } else if (!queue.wants_workers()) {
+        report = false;  // stopped by the pool at its end
+    }
+    return report ? std::optional<WorkerEvent>(std::move(event)) : std::nullopt;
+}
+
+void SlotTable::kill_cancelled(const SlotsLocked& /*locked*/) {
+    for (unsigned w = 0; w < slots_.size(); ++w) {
+        InFlight& f = slots_[w];
+        if (f.chunk && f.occupied && !f.cancelled && f.chunk->job->sink->kill_requested() &&
+            !ParentSlot(view_, w).finished()) {
+            f.cancelled = true;
+            workers_.signal(w, SIGKILL);
+        }
+    }
+}
+
+std::uint64_t SlotTable::expire(const SlotsLocked& /*locked*/, std::uint64_t now) {
+    if (options_.task_timeout.count() <= 0) return 0;
+    const auto timeout =
+        static_cast<std::uint64_t>(std::chrono::nanoseconds(options_.task_timeout).count());
+    const auto grace =
+        static_cast<std::uint64_t>(std::chrono::nanoseconds(options_.kill_grace).count());
+    std::uint64_t next = 0;
+    auto due = [&](std::uint64_t t) { next = next == 0 ? t : std::min(next, t); };
+    for (unsigned w = 0; w < slots_.size(); ++w) {
+        InFlight& f = slots_[w];
+        const ParentSlot slot(view_, w);
+        const SlotState state = slot.state();
+        if (!f.chunk || !f.occupied || (state != SlotState::running && state != SlotState::queued))
+            continue;
+        if (f.term_sent) {
+            if (!f.kill_sent && now >= f.kill_deadline_ns) {
+                workers_.signal(w, SIGKILL);
+                f.kill_sent = true;
+            } else if (!f.kill_sent) {
+                due(f.kill_deadline_ns);
+            }
+            continue;
+        }
+        const std::uint64_t started = slot.item_started_ns();
+        if (started == 0) continue;
+        // A worker may stamp a start after `now` was read: never subtract past zero.
+        if (started <= now && now - started >= timeout && state == SlotState::running) {
+            f.timed_out = slot.completed();
+            f.term_sent = true;
+            f.kill_deadline_ns = now + grace;
+            workers_.signal(w, SIGTERM);
+            due(f.kill_deadline_ns);
+        } else {
+            due(started + timeout);
+        }
+    }
+    return next;
+}
+
+void SlotTable::shut_down_idle(const SlotsLocked& /*locked*/) {
+    for (unsigned w = 0; w < slots_.size(); ++w) {
+        if (slots_[w].occupied && !slots_[w].chunk) ParentSlot(view_, w).order_shutdown();
+    }
+}
+
+}  // namespace shmpool::detail

@@ -1,0 +1,66 @@
+// SlotTable: the parent's only owner of slot states. It packs chunks into free slots, harvests
+// finished ones, settles the slot of a worker that died, and kills the workers of timed-out or
+// hard-cancelled items. Everything here runs under the slot lock (SlotsLocked).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "parent/chunk_executor.hpp"
+#include "parent/job.hpp"
+#include "parent/result_router.hpp"
+#include "parent/worker_set.hpp"
+#include "protocol/control_block.hpp"
+
+namespace shmpool::detail {
+
+class SlotTable final : public ChunkExecutor {
+  public:
+    SlotTable(const ControlView& view, const PoolOptions& options, WorkerSet& workers,
+              ResultRouter& router, PoolCounters& counters);
+
+    bool dispatch(const SlotsLocked& locked, JobQueue& queue) override;
+    bool harvest(const SlotsLocked& locked, JobQueue& queue) override;
+    bool has_finished() const noexcept override;
+
+    SlotLock& lock() noexcept { return lock_; }
+    /// A worker was launched into slot `w`: it may be given chunks (before it is even ready).
+    void occupy(const SlotsLocked& locked, unsigned w);
+    /// The worker of a slot departed: delivers what it finished, retries or fails the item it
+    /// was on, requeues the items it never reached, exactly once each. Returns the event to
+    /// report, if any (none for the workers the pool stops itself).
+    std::optional<WorkerEvent> settle(const SlotsLocked& locked, const Departure& departure,
+                                      JobQueue& queue);
+    /// Kills the workers running hard-cancelled items.
+    void kill_cancelled(const SlotsLocked& locked);
+    /// Signals the workers of items past their timeout (SIGTERM, then SIGKILL after kill_grace);
+    /// returns the next instant something is due, or 0.
+    std::uint64_t expire(const SlotsLocked& locked, std::uint64_t now_ns);
+    /// Tells every idle worker to exit (the pool is stopping and its work is done).
+    void shut_down_idle(const SlotsLocked& locked);
+
+  private:
+    // The slot half of a worker: the chunk its slot holds and what the parent did about it.
+    struct InFlight {
+        std::optional<Chunk> chunk;
+        bool occupied = false;  // a worker process is in the slot
+        bool term_sent = false;
+        bool kill_sent = false;
+        std::uint64_t kill_deadline_ns = 0;
+        std::optional<std::uint32_t> timed_out;  // position in the chunk of the item too slow
+        bool cancelled = false;
+    };
+    void post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueue& queue);
+    void requeue(const SlotsLocked& locked, Chunk chunk, JobQueue& queue);
+
+    ControlView view_;
+    const PoolOptions& options_;
+    WorkerSet& workers_;
+    ResultRouter& router_;
+    PoolCounters& counters_;
+    SlotLock lock_;
+    std::vector<InFlight> slots_;
+};
+
+}  // namespace shmpool::detail

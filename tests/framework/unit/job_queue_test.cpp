@@ -1,0 +1,79 @@
+// JobQueue alone: chunks, requeues, admission, the idle wait, terminate and abandon.
+#include "parent/job_queue.hpp"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "shmpool/framework/errors.hpp"
+
+namespace {
+
+using namespace shmpool::detail;
+
+std::shared_ptr<Job> job_of(std::size_t items) {
+    auto job = std::make_shared<Job>();
+    job->task = "t";
+    job->items.in_stride = 4;  // packed: `count` items, no per-item offsets
+    job->items.count = items;
+    return job;
+}
+
+TEST(JobQueue, AJobIsQueuedInChunksTakenInOrder) {
+    JobQueue q;
+    EXPECT_EQ(q.push(job_of(10), 4), nullptr);
+    auto a = q.take();
+    auto b = q.take();
+    auto c = q.take();
+    ASSERT_TRUE(a && b && c);
+    EXPECT_EQ(a->begin, 0u);
+    EXPECT_EQ(b->begin, 4u);
+    EXPECT_EQ(c->end, 10u);
+    EXPECT_FALSE(q.take());
+}
+
+TEST(JobQueue, ARequeuedChunkComesFirst) {
+    JobQueue q;
+    auto job = job_of(8);
+    q.push(job, 4);
+    auto first = q.take();
+    ASSERT_TRUE(q.requeue_front(Chunk{job, 2, 4}));
+    auto again = q.take();
+    EXPECT_EQ(again->begin, 2u);
+    EXPECT_EQ(q.take()->begin, 4u);
+}
+
+TEST(JobQueue, StoppingWaitsUntilEveryItemIsSettled) {
+    JobQueue q;
+    q.push(job_of(5), 5);
+    ASSERT_TRUE(q.take());
+    std::thread settler([&] { q.finish(5); });
+    q.wait_idle_then_stop();  // returns once the five are settled
+    settler.join();
+    EXPECT_TRUE(q.stopping_and_idle());
+    EXPECT_FALSE(q.wants_workers());
+    EXPECT_THROW(q.push(job_of(1), 1), shmpool::PoolClosed);
+}
+
+TEST(JobQueue, TerminateHandsBackWhatWasQueuedAndRefusesRequeues) {
+    JobQueue q;
+    auto job = job_of(6);
+    q.push(job, 2);
+    ASSERT_TRUE(q.take());
+    EXPECT_EQ(q.terminate().size(), 2u);
+    EXPECT_TRUE(q.terminating());
+    EXPECT_FALSE(q.requeue_front(Chunk{job, 0, 2}));  // the caller fails its items
+    EXPECT_FALSE(q.take());
+    EXPECT_FALSE(q.wants_workers());
+}
+
+TEST(JobQueue, AnAbandonedQueueRefusesNewWorkWithItsReason) {
+    JobQueue q;
+    q.push(job_of(3), 1);
+    const auto why = std::make_exception_ptr(std::runtime_error("no worker left"));
+    EXPECT_EQ(q.abandon(why).size(), 3u);
+    EXPECT_EQ(q.push(job_of(1), 1), why);
+    EXPECT_TRUE(q.empty());
+}
+
+}  // namespace

@@ -1,0 +1,115 @@
+// Tasks shared by the framework's multiprocess tests: plain work, every way to fail, and gated
+// tasks that stop at a Gate (gate.hpp) until the test releases them, so that a test knows a task
+// is running, or still queued, without using its duration as a clock.
+#pragma once
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gate.hpp"
+#include "shmpool/framework/pool.hpp"
+#include "shmpool/framework/shared_array.hpp"
+
+namespace shmpool::test::tasks {
+
+inline int square(int x) {
+    return x * x;
+}
+SHMPOOL_TASK(square_task, square);
+
+inline long twice(long x) {
+    return 2 * x;
+}
+SHMPOOL_TASK(twice_task, twice);
+
+inline std::string shout(const std::string& s, int times) {
+    std::string out;
+    for (int i = 0; i < times; ++i)
+        out += s + "!";
+    return out;
+}
+SHMPOOL_TASK(shout_task, shout);
+
+inline int throw_on_odd(int x) {
+    if (x % 2) throw std::invalid_argument("odd: " + std::to_string(x));
+    return x;
+}
+SHMPOOL_TASK(throw_on_odd_task, throw_on_odd);
+
+inline int my_pid(int /*x*/) {
+    return ::getpid();
+}
+SHMPOOL_TASK(pid_task, my_pid);
+
+inline void fill(const std::string& array, std::size_t begin, std::size_t end) {
+    auto& a = SharedArray<double>::cached(array);
+    for (std::size_t i = begin; i < end; ++i)
+        a[i] = static_cast<double>(i) * 0.5;
+}
+SHMPOOL_TASK(fill_task, fill);
+
+/// Dies in the way `how` says: "segv", "abort", "kill", "exit" (status 3) or "hang".
+inline void die(const std::string& how) {
+    if (how == "segv") {
+        volatile int* p = nullptr;
+        *p = 1;  // NOLINT: the point is to crash
+    }
+    if (how == "abort") std::abort();
+    if (how == "kill") ::kill(::getpid(), SIGKILL);
+    if (how == "exit") std::exit(3);  // NOLINT(concurrency-mt-unsafe): a test's worker
+    if (how == "hang") ::pause();     // until a timeout kills the worker
+}
+
+/// x * 10, counting every call in counters[x]; dies as `how` says when x == victim.
+inline int counted(const std::string& counters, int x, int victim, const std::string& how) {
+    auto& c = SharedArray<std::int64_t>::cached(counters);
+    __atomic_add_fetch(&c[static_cast<std::size_t>(x)], 1, __ATOMIC_SEQ_CST);
+    if (x == victim) die(how);
+    return x * 10;
+}
+SHMPOOL_TASK(counted_task, counted);
+
+/// Arrives at the gate named `gate`, waits there until the test releases it, returns x.
+inline int gated(const std::string& gate, int x) {
+    if (!Gate::attach(gate).pass()) throw std::runtime_error("the gate was never released");
+    return x;
+}
+SHMPOOL_TASK(gated_task, gated);
+
+/// As gated() for item `which` only; every other item returns at once.
+inline int gated_at(const std::string& gate, int x, int which) {
+    return x == which ? gated(gate, x) : x;
+}
+SHMPOOL_TASK(gated_at_task, gated_at);
+
+/// Arrives at the gate (without waiting) and returns x.
+inline int arrive(const std::string& gate, int x) {
+    Gate::attach(gate).arrive();
+    return x;
+}
+SHMPOOL_TASK(arrive_task, arrive);
+
+/// Waits until `n` processes arrived at the gate, then returns x.
+inline int after_arrivals(const std::string& gate, int n, int x) {
+    if (!Gate::attach(gate).wait_arrivals(n)) throw std::runtime_error("nobody arrived");
+    return x;
+}
+SHMPOOL_TASK(after_arrivals_task, after_arrivals);
+
+inline std::vector<int> iota(int n) {
+    std::vector<int> v(static_cast<std::size_t>(n));
+    std::iota(v.begin(), v.end(), 0);
+    return v;
+}
+
+}  // namespace shmpool::test::tasks
