@@ -166,11 +166,11 @@ void detail::submit_job(Pool& pool, const std::string& task, JobItems items,
     job->reports_progress = m.callbacks.wants_progress() && job->items.size() > 1;
     if (job->reports_progress) sink->expect_final_progress();
     sink->bind(m.link);
-    job->sink = sink;
+    job->sink = std::move(sink);
     if (const std::exception_ptr refused = m.queue.push(job, std::max<std::size_t>(1, chunksize))) {
         for (std::size_t i = 0; i < job->items.size(); ++i)
-            sink->set_error(refused, i);
-        if (job->reports_progress) sink->final_progress_delivered();
+            job->sink->set_error(refused, i);
+        if (job->reports_progress) job->sink->final_progress_delivered();
         return;
     }
     // Straight into a free slot when nobody else is at the slots: no hop through the supervisor,

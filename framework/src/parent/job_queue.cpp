@@ -27,10 +27,10 @@ std::optional<Chunk> JobQueue::take() {
     return c;
 }
 
-bool JobQueue::requeue_front(Chunk chunk) {
+bool JobQueue::requeue_front(const Chunk& chunk) {
     std::lock_guard lock(mutex_);
     if (terminating_) return false;
-    chunks_.push_front(std::move(chunk));
+    chunks_.push_front(chunk);
     return true;
 }
 

@@ -23,7 +23,7 @@ class JobQueue {
     std::optional<Chunk> take();
     /// Puts a chunk back at the front (items a worker did not reach, a retry). False, and
     /// nothing queued, when the pool is terminating: the caller fails its items.
-    bool requeue_front(Chunk chunk);
+    bool requeue_front(const Chunk& chunk);
     /// `n` items were settled (a result or an error each).
     void finish(std::size_t n);
     bool empty() const;

@@ -110,7 +110,7 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueu
     slot.post(bytes, monotonic_ns());
 }
 
-void SlotTable::requeue(const SlotsLocked& locked, Chunk chunk, JobQueue& queue) {
+void SlotTable::requeue(const SlotsLocked& locked, const Chunk& chunk, JobQueue& queue) {
     if (queue.requeue_front(chunk)) return;
     router_.fail_all(locked, chunk, std::make_exception_ptr(PoolClosed()));  // terminating
     queue.finish(chunk.size());
@@ -143,8 +143,8 @@ bool SlotTable::harvest(const SlotsLocked& locked, JobQueue& queue) {
 
 std::optional<WorkerEvent> SlotTable::settle(const SlotsLocked& locked, const Departure& d,
                                              JobQueue& queue) {
-    InFlight f = std::move(slots_[d.worker]);
-    slots_[d.worker] = InFlight{};
+    InFlight& f = slots_[d.worker];
+    f.occupied = false;
     ParentSlot slot(view_, d.worker);
     WorkerEvent event;
     event.worker = d.worker;
@@ -155,6 +155,7 @@ std::optional<WorkerEvent> SlotTable::settle(const SlotsLocked& locked, const De
     bool report = !terminating;
     if (f.chunk) {
         const Chunk chunk = std::move(*f.chunk);
+        f.chunk.reset();
         Job& job = *chunk.job;
         event.task = job.task;
         const ChunkProgress p = slot.progress();
@@ -211,6 +212,7 @@ std::optional<WorkerEvent> SlotTable::settle(const SlotsLocked& locked, const De
     } else if (!queue.wants_workers()) {
         report = false;  // stopped by the pool at its end
     }
+    f = InFlight{};  // empty until a replacement occupies it
     return report ? std::optional<WorkerEvent>(std::move(event)) : std::nullopt;
 }
 

@@ -52,7 +52,7 @@ class SlotTable final : public ChunkExecutor {
         bool cancelled = false;
     };
     void post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueue& queue);
-    void requeue(const SlotsLocked& locked, Chunk chunk, JobQueue& queue);
+    void requeue(const SlotsLocked& locked, const Chunk& chunk, JobQueue& queue);
 
     ControlView view_;
     const PoolOptions& options_;

@@ -18,17 +18,6 @@
 namespace shmpool::detail {
 namespace {
 
-// The current exception as an error payload.
-std::string current_error() {
-    try {
-        throw;
-    } catch (const std::exception& e) {
-        return error_payload(type_name_of(typeid(e)), e.what());
-    } catch (...) {
-        return error_payload("unknown exception", "a non-std::exception was thrown");
-    }
-}
-
 // A packed chunk (see Pool::map): results back to back, then an error record per item that
 // threw. If the records fill the area, the chunk ends early and the parent requeues the items
 // not reached.
@@ -51,7 +40,7 @@ void run_packed(WorkerSlot& slot, const Request& request, Reader& items, bool ti
             entry.packed(in, out, i, count, marks);
             break;
         } catch (...) {
-            error = current_error();
+            error = current_error_payload();
         }
         if (!errors.fits(error.size())) {
             if (i > 0) break;  // the parent requeues item i onwards
@@ -86,7 +75,7 @@ void run_records(WorkerSlot& slot, const Request& request, Reader& items, bool t
             invoke(r, result);
         } catch (...) {
             kind = RecordKind::error;
-            result = current_error();
+            result = current_error_payload();
         }
         if (!out.put(kind, result)) {
             const std::string too_big = error_payload(
@@ -107,6 +96,16 @@ std::string type_name_of(const std::type_info& type) {
     std::string out = status == 0 && demangled ? demangled : type.name();
     std::free(demangled);  // NOLINT(cppcoreguidelines-no-malloc): __cxa_demangle's contract
     return out;
+}
+
+std::string current_error_payload() {
+    try {
+        throw;
+    } catch (const std::exception& e) {
+        return error_payload(type_name_of(typeid(e)), e.what());
+    } catch (...) {
+        return error_payload("unknown exception", "a non-std::exception was thrown");
+    }
 }
 
 void run_chunk(WorkerSlot& slot, bool timeouts, std::uint64_t started_ns) {

@@ -30,16 +30,6 @@ namespace {
 constexpr int exit_refused = 3;    // the block is not a control block of this layout
 constexpr int exit_not_ready = 4;  // the shared blocks or the initializer failed
 
-std::string current_error() {
-    try {
-        throw;
-    } catch (const std::exception& e) {
-        return error_payload(type_name_of(typeid(e)), e.what());
-    } catch (...) {
-        return error_payload("unknown exception", "a non-std::exception was thrown");
-    }
-}
-
 // The blocks shared with the pool ('/'-separated names): attached once, here, for good.
 void attach_shared_blocks(std::string_view names) {
     while (!names.empty()) {
@@ -99,7 +89,7 @@ int worker_main() {
         try {
             attach_shared_blocks(shared);
         } catch (...) {
-            slot.report_start_failure(StartFailure::shared_blocks, current_error());
+            slot.report_start_failure(StartFailure::shared_blocks, current_error_payload());
             return exit_not_ready;
         }
     }
@@ -109,7 +99,7 @@ int worker_main() {
         try {
             run_initializer(init);
         } catch (...) {
-            slot.report_start_failure(StartFailure::initializer, current_error());
+            slot.report_start_failure(StartFailure::initializer, current_error_payload());
             return exit_not_ready;
         }
     }

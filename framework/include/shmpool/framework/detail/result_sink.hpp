@@ -56,7 +56,7 @@ class ResultSink {
     /// Whether the caller asked to kill the item's worker (a hard cancel of a running task).
     virtual bool kill_requested() const noexcept { return false; }
     /// The pool it was submitted to (a future uses it to wake and to help the pool).
-    virtual void bind(std::shared_ptr<const PoolLink> /*link*/) {}
+    virtual void bind(const std::shared_ptr<const PoolLink>& /*link*/) {}
     /// The pool will report the job's progress: its caller waits for the final report too.
     virtual void expect_final_progress() noexcept {}
     /// The final progress report was delivered.
