@@ -43,16 +43,19 @@ test-asan: deps
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 
-# Only what it runs is built: the two benchmark programs and the tracker.
+# Only what it runs is built: the benchmark programs (the cluster's when MPI is there) and the
+# tracker.
 bench: configure
-	cmake --build $(BUILD) -j $(JOBS) --target shmpool_bench_shm shmpool_bench_pool shmpool-tracker
+	cmake --build $(BUILD) -j $(JOBS) --target shmpool_bench_shm shmpool_bench_pool shmpool-tracker \
+		$$(cmake --build $(BUILD) --target help | grep -q shmpool_bench_cluster \
+		   && echo shmpool_bench_cluster shmpool_bench_mpi_floor)
 	python3 bench/run_benchmarks.py --build $(BUILD)
 
 format:
 	find shm framework tools examples tests bench -name '*.[ch]pp' 2>/dev/null | xargs clang-format -i
 
 tidy: build
-	find shm framework tools examples -name '*.cpp' 2>/dev/null | xargs clang-tidy -p $(BUILD) --quiet
+	find shm framework cluster tools examples -name '*.cpp' 2>/dev/null | xargs clang-tidy -p $(BUILD) --quiet
 
 clean:
 	rm -rf $(BUILD) $(RELEASE_BUILD) $(ASAN_BUILD)

@@ -39,6 +39,45 @@ def run_python(python, script):
                                      capture_output=True, text=True).stdout)
 
 
+MPIRUN_FLAGS = ["--oversubscribe", "--bind-to", "none", "--mca", "pml", "ob1", "--mca", "btl",
+                "self,tcp", "--mca", "btl_tcp_if_include", "lo"]  # as tests/CMakeLists.txt's
+
+
+def run_cluster(build):
+    """Cluster mode's figures: three ranks, each with a /dev/shm of its own (a tmpfs in a private
+    mount namespace, as the cluster tests do), and the plain-MPI floors with the same flags.
+    Nothing when there is no MPI build, no mpirun, or no root for the mounts."""
+    bench = os.path.join(build, "bin", "shmpool_bench_cluster")
+    floor = os.path.join(build, "bin", "shmpool_bench_mpi_floor")
+    if not (os.path.exists(bench) and os.path.exists(floor) and shutil.which("mpirun")
+            and os.geteuid() == 0):
+        return {}
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    out = json.loads(subprocess.run(["mpirun", "-n", "3"] + MPIRUN_FLAGS + [floor, "64"],
+                                    env=env, check=True, capture_output=True, text=True).stdout)
+    root = tempfile.mkdtemp(prefix="shmpool-bench-nodes-")
+    dirs = [os.path.join(root, f"node{r}") for r in range(3)]
+    try:
+        for r, d in enumerate(dirs):
+            os.mkdir(d)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", f"shmpool-bench{r}", d],
+                           check=True)
+        wrapper = os.path.join(ROOT, "tests", "cluster", "private_shm.sh")
+        env["SHMPOOL_NODE_SHM_ROOT"] = root
+        out.update(json.loads(subprocess.run(
+            ["mpirun", "-n", "3"] + MPIRUN_FLAGS + ["-x", "SHMPOOL_NODE_SHM_ROOT", wrapper, bench],
+            env=env, check=True, capture_output=True, text=True).stdout))
+    finally:
+        for d in dirs:
+            subprocess.run(["umount", "-l", d], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+    # Bandwidths as the time of one MiB, so that every row is a time.
+    mib = float(1 << 20)
+    out["cluster_replication_per_mib_ns"] = mib / out.pop("cluster_replication_bytes_per_s") * 1e9
+    out["mpi_bcast_per_mib_ns"] = mib / out.pop("mpi_bcast_bytes_per_s") * 1e9
+    return out
+
+
 def machine():
     model = platform.processor() or "unknown CPU"
     try:
@@ -63,6 +102,7 @@ def measure(build, python):
     for key, n in per_item.items():
         pool[key] = pool[key] / n
     ours.update(pool)
+    ours.update(run_cluster(build))
     return {"shmpool_ns": ours, "cpython_ns": cp, "python": py["python"], "machine": machine()}
 
 
@@ -174,6 +214,23 @@ def build_report(results):
     r.row("  the same with max_tokens = 1024 (tuned by hand)", "pipeline_3_stages/1024/iterations:5",
           plot=False, target=lambda o, c, x: (default_pipeline / o <= 1.5,
                                               f"default options take {default_pipeline / o:.2f}x its time (≤ 1.5x)"))
+    # --- cluster mode (three ranks on this machine, TCP over loopback) ---
+    if "cluster_remote_submit_get_ns" in ours:
+        r.row("Cluster: submit→get on another node, empty task (vs raw MPI ping-pong, same flags)",
+              "cluster_remote_submit_get_ns", "mpi_ping_pong_ns", plot="cluster: remote submit→get",
+              floor_target=1.5,
+              target=lambda o, c, x: (o / x <= 1.5, f"{o / x:.1f}x the MPI round trip (≤ 1.5x)"))
+        r.row("Cluster: map, chunksize 1, 3 ranks, per item", "cluster_map_chunksize_1_ns",
+              plot=False, target=lambda o, c, x: (o <= 10000, f"{o / 1000:.1f} µs (≤ 10 µs)"))
+        ours["single_machine_map_default"] = ours["pool_map_default_chunks"]
+        r.row("Cluster: map, default chunks, 3 ranks, per item (vs one machine)",
+              "cluster_map_default_chunks_ns", "single_machine_map_default",
+              plot="cluster: map, default chunks", floor_target=2,
+              target=lambda o, c, x: (o / x <= 2, f"{o / x:.2f}x one machine (≤ 2x)"))
+        r.row("Cluster: a shared block replicated, per MiB (vs raw MPI_Bcast)",
+              "cluster_replication_per_mib_ns", "mpi_bcast_per_mib_ns",
+              plot="cluster: block replication", floor_target=1 / 0.8,
+              target=lambda o, c, x: (x / o >= 0.8, f"{x / o:.2f}x MPI_Bcast's bandwidth (≥ 0.8x)"))
     return r
 
 

@@ -9,6 +9,7 @@ packages=(
     clang libclang-rt-14-dev
     python3 python3-numpy
     libpng-dev gnuplot-nox
+    openmpi-bin libopenmpi-dev
 )
 
 missing=()

@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <cmath>
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -153,9 +153,16 @@ int run(int argc, char** argv) {
         if (workers == 0) {
             render_rows(scene, 0, static_cast<std::size_t>(height));  // the reference
         } else {
-            shmpool::Pool pool({.workers = static_cast<unsigned>(workers),
-                                .max_retries = 2,
-                                .progress_bar = true});  // drawn only on a terminal
+            // The blocks are named in shared_blocks: attached once per worker and, under
+            // mpirun, copied to every node, each node's rows of the image coming back
+            // (docs/cluster.md).
+            shmpool::Pool pool(
+                {.workers = static_cast<unsigned>(workers),
+                 .max_retries = 2,
+                 .shared_blocks = {image.name(), attempts.name()},
+                 .progress_bar = true,  // drawn only on a terminal
+                 .cluster = {
+                     .writable_blocks = {{image.name(), static_cast<std::size_t>(width) * 3}}}});
             created.push_back(pool.control_block());
             std::string pids;
             for (pid_t p : pool.worker_pids())

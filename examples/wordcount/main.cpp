@@ -116,8 +116,11 @@ int count_top_words(const std::vector<std::string>& files, unsigned workers, std
     // letter and 676 two, so the counts take under 13 KiB plus 4.75 bytes per byte of text.
     // Whole pages: the slots are laid out back to back, and each one's header must stay aligned.
     const std::size_t slot_bytes = (5 * largest + (64 << 10) + 4095) / 4096 * 4096;
-    shmpool::Pool pool(
-        {.workers = workers, .slot_bytes = std::max<std::size_t>(slot_bytes, 256 << 10)});
+    // The text is named in shared_blocks: attached once per worker, and, under mpirun, copied
+    // once to every node (docs/cluster.md).
+    shmpool::Pool pool({.workers = workers,
+                        .slot_bytes = std::max<std::size_t>(slot_bytes, 256 << 10),
+                        .shared_blocks = {text.name()}});
     // chunksize 1: one range per slot hand-over, so each result has the whole slot to itself.
     std::unordered_map<std::string, std::uint64_t> total;
     for (auto& part : pool.starmap(count_task, chunks, 1)) {

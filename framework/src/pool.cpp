@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "parent/callback_queue.hpp"
+#include "parent/cluster_hook.hpp"
 #include "parent/job_queue.hpp"
 #include "parent/pool_counters.hpp"
 #include "parent/pool_link.hpp"
@@ -43,10 +44,12 @@ struct Pool::Impl {
     std::optional<detail::WorkerSet> workers;
     std::optional<detail::SlotTable> slots;
     std::optional<detail::Supervisor> supervisor;
+    std::unique_ptr<detail::RemoteNodes> remote;  // cluster mode: the pool's other nodes
     std::shared_ptr<detail::PoolLink> link = std::make_shared<detail::PoolLink>();
     bool joined = false;
 
     void wait_until_started();
+    void attach_remote(detail::ClusterHook& cluster);
     void stop();
 };
 
@@ -63,11 +66,20 @@ Pool::Pool(PoolOptions options) {
     const std::string executable = o.worker_executable.empty()
                                        ? std::filesystem::read_symlink("/proc/self/exe").string()
                                        : o.worker_executable;
+    // Cluster mode: decided here, so that a coordinating-only rank 0 starts no worker.
+    detail::ClusterHook* const cluster =
+        o.cluster.mode == ClusterMode::off ? nullptr : detail::cluster_hook();
+    const bool distributed = cluster != nullptr && cluster->active();
+    if (o.cluster.mode == ClusterMode::required && !distributed)
+        throw std::logic_error(
+            "PoolOptions::cluster requires cluster mode: run the program under mpirun with more "
+            "than one rank, linked with shmpool::cluster (docs/cluster.md)");
+    const unsigned local_workers = distributed && !o.cluster.use_this_node ? 0 : o.workers;
     Tracker::ensure();
-    m.block = SharedMemory::create(detail::control_size(o.workers, o.slot_bytes));
+    m.block = SharedMemory::create(detail::control_size(local_workers, o.slot_bytes));
     detail::format_control_block(
         m.block.data(),
-        {.workers = o.workers,
+        {.workers = local_workers,
          .slot_bytes = static_cast<std::uint32_t>(o.slot_bytes),
          .timeouts = o.task_timeout.count() > 0,
          .threads_per_worker = o.threads_per_worker
@@ -80,16 +92,17 @@ Pool::Pool(PoolOptions options) {
     m.view = detail::ControlView(m.block.data());
     m.bell.emplace(m.view.header());
     m.watcher.emplace([&m] { m.bell->ring(); });
-    m.workers.emplace(
-        m.view, o,
-        detail::WorkerSet::Launch{executable, detail::worker_environment(o, m.block.name())},
-        *m.watcher, m.counters);
+    m.workers.emplace(m.view, o,
+                      detail::WorkerSet::Launch{
+                          executable, detail::worker_environment(o, m.block.name()),
+                          cluster ? cluster->private_environment() : std::vector<std::string>{}},
+                      *m.watcher, m.counters);
     m.slots.emplace(m.view, o, *m.workers, m.router, m.counters);
     m.supervisor.emplace(detail::Supervisor::Parts{o, *m.bell, m.queue, *m.slots, *m.workers,
                                                    *m.watcher, m.router, m.callbacks});
     try {
         detail::SlotGuard guard(m.slots->lock());
-        for (unsigned w = 0; w < o.workers; ++w) {
+        for (unsigned w = 0; w < local_workers; ++w) {
             m.workers->launch(w);
             m.slots->occupy(guard.proof(), w);
         }
@@ -102,7 +115,23 @@ Pool::Pool(PoolOptions options) {
     // The supervisor replaces a worker that dies before it is ready, as it does later.
     m.supervisor->start();
     m.wait_until_started();
+    if (distributed) m.attach_remote(*cluster);
     m.link->open(*m.supervisor, *m.bell);
+}
+
+// Opens the pool on the other nodes of the job; a node that cannot open it fails the pool.
+void Pool::Impl::attach_remote(detail::ClusterHook& cluster) {
+    try {
+        remote = cluster.attach({options, *bell, queue, router, callbacks});
+    } catch (...) {
+        queue.terminate();
+        workers->kill_all();
+        bell->ring();
+        stop();
+        throw;
+    }
+    detail::SlotGuard guard(slots->lock());
+    supervisor->attach_remote(guard.proof(), *remote);
 }
 
 // Ready when every worker has attached and published its pid; fails when the supervisor gave up
@@ -135,6 +164,7 @@ void Pool::Impl::stop() {
     link->close();
     bell->ring();
     supervisor->join();
+    if (remote) remote->close();
     callbacks.stop();  // after delivering what the last rounds queued
     watcher->stop();
     workers->clear();
@@ -196,6 +226,7 @@ void Pool::terminate() {
     {
         // Queued work fails with PoolClosed; running work fails as its workers die.
         detail::SlotGuard guard(m.slots->lock());
+        if (m.remote) m.remote->terminate(guard.proof());
         for (const detail::Chunk& chunk : m.queue.terminate()) {
             m.router.fail_all(guard.proof(), chunk, std::make_exception_ptr(PoolClosed()));
             m.queue.finish(chunk.size());
@@ -207,7 +238,24 @@ void Pool::terminate() {
 }
 
 unsigned Pool::size() const noexcept {
-    return impl_->options.workers;
+    const unsigned here = impl_->view.workers();
+    return impl_->remote ? here + impl_->remote->workers() : here;
+}
+
+unsigned Pool::nodes() const noexcept {
+    return impl_->remote ? 1 + static_cast<unsigned>(impl_->remote->stats().size()) : 1;
+}
+
+std::vector<PoolStats> Pool::node_stats() const {
+    std::vector<PoolStats> out{impl_->counters.snapshot()};
+    if (!impl_->remote) return out;
+    // This machine's router counts every node's results: the others' are theirs.
+    for (const PoolStats& n : impl_->remote->stats()) {
+        out.front().tasks_done -= std::min(out.front().tasks_done, n.tasks_done);
+        out.front().tasks_failed -= std::min(out.front().tasks_failed, n.tasks_failed);
+        out.push_back(n);
+    }
+    return out;
 }
 
 std::vector<pid_t> Pool::worker_pids() const {
@@ -215,7 +263,20 @@ std::vector<pid_t> Pool::worker_pids() const {
 }
 
 PoolStats Pool::stats() const {
-    return impl_->counters.snapshot();
+    PoolStats s = impl_->counters.snapshot();  // results and failures of every node
+    if (!impl_->remote) return s;
+    for (const PoolStats& n : impl_->remote->stats()) {
+        s.retries += n.retries;
+        s.crashes += n.crashes;
+        s.respawns += n.respawns;
+        s.start_failures += n.start_failures;
+        s.timeouts += n.timeouts;
+        s.cancelled += n.cancelled;
+        s.recycled_tasks += n.recycled_tasks;
+        s.recycled_memory += n.recycled_memory;
+        s.busy_seconds += n.busy_seconds;
+    }
+    return s;
 }
 
 const std::string& Pool::control_block() const noexcept {

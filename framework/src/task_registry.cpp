@@ -61,6 +61,25 @@ TaskEntry find_task_entry(std::string_view name) noexcept {
     return it == r.tasks.end() ? TaskEntry{} : it->second;
 }
 
+std::uint64_t task_registry_fingerprint() noexcept {
+    Registry& r = registry();
+    std::lock_guard lock(r.mutex);
+    std::uint64_t h = 14695981039346656037ull;  // FNV-1a over "name\0signature\0...", sorted
+    auto mix = [&](std::string_view text) {
+        for (const char c : text) {
+            h ^= static_cast<unsigned char>(c);
+            h *= 1099511628211ull;
+        }
+        h ^= 0;
+        h *= 1099511628211ull;
+    };
+    for (const auto& [name, entry] : r.tasks) {
+        mix(name);
+        mix(entry.signature);
+    }
+    return h;
+}
+
 Invoker find_task(std::string_view name) noexcept {
     return find_task_entry(name).invoke;
 }

@@ -162,6 +162,23 @@ TEST(Cli, UsageErrorsExitWithTwo) {
     expect_error(cli({"ls", "--bogus"}), 2);
 }
 
+TEST(Cli, RunBuildsTheMpirunLineOfAClusterJob) {
+    auto r = cli({"run", "--dry-run", "--hosts", "a,b,c", "--", "./app", "--its-flag", "1"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out,
+              "mpirun -n 3 --host a,b,c --map-by ppr:1:node --bind-to none ./app --its-flag 1\n");
+    r = cli({"run", "--dry-run", "--local", "2", "--mpirun-arg=--mca", "--mpirun-arg=btl",
+             "--mpirun-arg=self,tcp", "./app"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, "mpirun -n 2 --oversubscribe --bind-to none --mca btl self,tcp ./app\n");
+}
+
+TEST(Cli, RunRefusesWhatItCannotLaunch) {
+    expect_error(cli({"run", "--dry-run", "--hosts", "a"}), 1);               // no program
+    expect_error(cli({"run", "--dry-run", "--", "./app"}), 1);                // no hosts
+    expect_error(cli({"run", "--dry-run", "--hosts", "a b", "--", "x"}), 1);  // not a host
+}
+
 TEST(Cli, HelpExitsWithZero) {
     auto r = cli({"--help"});
     EXPECT_EQ(r.exit_code, 0);

@@ -3,15 +3,18 @@
 
 #include <fmt/chrono.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <ctime>
+#include <system_error>
 #include <utility>
 
 #include "json_codec.hpp"
@@ -290,6 +293,49 @@ void gc(bool dry_run) {
         fmt::print("{} {} (owner pid {})\n", dry_run ? "would remove" : "removed", b.name,
                    b.owner_pid);
     }
+}
+
+std::vector<std::string> mpirun_command(const RunOptions& options,
+                                        const std::vector<std::string>& program) {
+    if (program.empty()) throw CommandError("run: no program given (shmpool run ... -- ./app)");
+    if (options.hosts.empty() == (options.local == 0))
+        throw CommandError("run: give either --hosts a,b,c or --local N");
+    std::vector<std::string> cmd{"mpirun"};
+    if (!options.hosts.empty()) {
+        std::string hosts;
+        for (const std::string& h : options.hosts) {
+            if (h.empty() || h.find_first_of(", \t") != std::string::npos)
+                throw CommandError(fmt::format("run: '{}' is not a host name", h));
+            hosts += (hosts.empty() ? "" : ",") + h;
+        }
+        // One rank per machine: rank 0 runs main(), every other rank a node's supervisor.
+        cmd.insert(cmd.end(), {"-n", std::to_string(options.hosts.size()), "--host", hosts,
+                               "--map-by", "ppr:1:node"});
+    } else {
+        cmd.insert(cmd.end(), {"-n", std::to_string(options.local), "--oversubscribe"});
+    }
+    // A node's workers would inherit a rank's core binding.
+    cmd.insert(cmd.end(), {"--bind-to", "none"});
+    cmd.insert(cmd.end(), options.mpirun_args.begin(), options.mpirun_args.end());
+    cmd.insert(cmd.end(), program.begin(), program.end());
+    return cmd;
+}
+
+void run_job(const RunOptions& options, const std::vector<std::string>& program) {
+    const std::vector<std::string> cmd = mpirun_command(options, program);
+    if (options.dry_run) {
+        fmt::print("{}\n", fmt::join(cmd, " "));
+        return;
+    }
+    std::vector<char*> argv;
+    argv.reserve(cmd.size() + 1);
+    for (const std::string& a : cmd)
+        argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    std::fflush(stdout);
+    ::execvp(argv[0], argv.data());
+    throw CommandError(fmt::format("run: cannot start mpirun ({}): is openmpi-bin installed?",
+                                   std::error_code(errno, std::generic_category()).message()));
 }
 
 }  // namespace shmpool::cli

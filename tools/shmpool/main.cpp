@@ -2,9 +2,12 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "commands.hpp"
@@ -20,7 +23,55 @@ int fail(int status, const std::string& message) {
     return status;
 }
 
+// shmpool run [--hosts a,b] [--local N] [--mpirun-arg FLAG]... [--dry-run] [--] PROGRAM [ARGS...]
+// Its own parser: everything from PROGRAM on is the program's, whatever it looks like.
+int run_job(int argc, char** argv) {
+    shmpool::cli::RunOptions options;
+    int i = 2;
+    auto value = [&](std::string_view arg, std::string_view flag) -> std::optional<std::string> {
+        if (arg.starts_with(std::string(flag) + "="))
+            return std::string(arg.substr(flag.size() + 1));
+        if (arg != flag) return std::nullopt;
+        if (i + 1 >= argc) throw CLI::ArgumentMismatch(std::string(flag) + " needs a value");
+        return std::string(argv[++i]);
+    };
+    try {
+        for (; i < argc; ++i) {
+            const std::string_view arg = argv[i];
+            if (arg == "--") {
+                ++i;
+                break;
+            }
+            if (!arg.starts_with("-")) break;
+            if (arg == "--dry-run") {
+                options.dry_run = true;
+            } else if (auto hosts = value(arg, "--hosts")) {
+                for (std::size_t at = 0; at <= hosts->size();) {
+                    const std::size_t comma = std::min(hosts->find(',', at), hosts->size());
+                    options.hosts.push_back(hosts->substr(at, comma - at));
+                    at = comma + 1;
+                }
+            } else if (auto local = value(arg, "--local")) {
+                options.local = static_cast<unsigned>(std::stoul(*local));
+            } else if (auto extra = value(arg, "--mpirun-arg")) {
+                options.mpirun_args.push_back(*extra);
+            } else {
+                throw CLI::ArgumentMismatch(fmt::format("run: unknown option '{}'", arg));
+            }
+        }
+    } catch (const std::exception& e) {
+        return fail(exit_usage, fmt::format("{} (see 'shmpool --help')", e.what()));
+    }
+    try {
+        shmpool::cli::run_job(options, std::vector<std::string>(argv + i, argv + argc));
+    } catch (const std::exception& e) {
+        return fail(exit_error, e.what());
+    }
+    return 0;
+}
+
 int run(int argc, char** argv) {
+    if (argc > 1 && std::string_view(argv[1]) == "run") return run_job(argc, argv);
     CLI::App app{"shmpool: inspect and edit shared-memory blocks and ShareableLists", "shmpool"};
     app.require_subcommand(1);
     app.set_version_flag("--version", "shmpool 0.1.0");
@@ -72,6 +123,11 @@ int run(int argc, char** argv) {
     bool dry_run = false;
     auto* gc = app.add_subcommand("gc", "Remove blocks whose owner and tracker are both dead");
     gc->add_flag("--dry-run", dry_run, "only say what would be removed");
+
+    // Listed here for --help; run_job() below parses it (its program's flags are not ours).
+    app.add_subcommand("run",
+                       "Run a program as a cluster job: shmpool run --hosts a,b [--local N] "
+                       "[--mpirun-arg FLAG]... [--dry-run] [--] PROGRAM [ARGS...]");
 
     try {
         app.parse(argc, argv);

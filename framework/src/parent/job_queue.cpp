@@ -27,6 +27,21 @@ std::optional<Chunk> JobQueue::take() {
     return c;
 }
 
+std::optional<Chunk> JobQueue::take_halving_the_last() {
+    std::lock_guard lock(mutex_);
+    if (chunks_.empty() || terminating_) return std::nullopt;
+    Chunk& front = chunks_.front();
+    if (chunks_.size() == 1 && front.size() > 1) {
+        const std::size_t half = front.begin + (front.size() + 1) / 2;
+        Chunk first{front.job, front.begin, half};
+        front.begin = half;
+        return first;
+    }
+    Chunk c = std::move(front);
+    chunks_.pop_front();
+    return c;
+}
+
 bool JobQueue::requeue_front(const Chunk& chunk) {
     std::lock_guard lock(mutex_);
     if (terminating_) return false;

@@ -21,6 +21,10 @@ class JobQueue {
     std::exception_ptr push(const std::shared_ptr<Job>& job, std::size_t chunksize);
     /// The next chunk, unless there is none or the pool is terminating.
     std::optional<Chunk> take();
+    /// As take(), but the last chunk left is halved first (its second half stays queued), so
+    /// that the end of a job spreads over the places that are free (a node far away must not
+    /// hold the tail).
+    std::optional<Chunk> take_halving_the_last();
     /// Puts a chunk back at the front (items a worker did not reach, a retry). False, and
     /// nothing queued, when the pool is terminating: the caller fails its items.
     bool requeue_front(const Chunk& chunk);

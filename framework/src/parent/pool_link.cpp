@@ -34,6 +34,12 @@ void wake(const PoolLink& link) noexcept {
     if (Bell* bell = link.bell.load()) bell->ring();
 }
 
+bool help(const PoolLink& link) {
+    const LinkUse use(link);
+    Supervisor* s = link.supervisor.load();
+    return s != nullptr && s->help_once();
+}
+
 void assist(const PoolLink& link, bool (*ready)(const void*), const void* context) {
     const LinkUse use(link);
     if (Supervisor* s = link.supervisor.load()) s->assist(ready, context);

@@ -25,6 +25,12 @@ timespec relative(std::uint64_t ns) {
 Supervisor::Supervisor(const Parts& parts) : parts_(parts), executors_{&parts.slots} {
 }
 
+void Supervisor::attach_remote(const SlotsLocked& /*locked*/, RemoteNodes& remote) {
+    remote_ = &remote;
+    for (ChunkExecutor* e : remote.executors())
+        executors_.push_back(e);
+}
+
 void Supervisor::start() {
     thread_ = std::thread([this] { run(); });
 }
@@ -48,6 +54,7 @@ Supervisor::Round Supervisor::round(const SlotsLocked& locked) {
         r.progress |= e->dispatch(locked, parts_.queue);
     }
     parts_.slots.kill_cancelled(locked);
+    if (remote_) remote_->kill_cancelled(locked);
     r.next_deadline_ns = parts_.slots.expire(locked, sys::monotonic_ns());
     if (parts_.queue.stopping_and_idle()) {
         parts_.slots.shut_down_idle(locked);
@@ -126,16 +133,19 @@ bool Supervisor::dispatch_here() {
     return parts_.queue.empty();
 }
 
+bool Supervisor::help_once() {
+    if (!has_finished()) return false;
+    SlotGuard guard(parts_.slots.lock(), SlotGuard::try_only);
+    if (!guard.owns()) return false;
+    for (ChunkExecutor* e : executors_) {
+        e->harvest(guard.proof(), parts_.queue);
+        e->dispatch(guard.proof(), parts_.queue);
+    }
+    return true;
+}
+
 void Supervisor::assist(bool (*ready)(const void*), const void* context) {
-    auto help = [&] {
-        if (!has_finished()) return;
-        SlotGuard guard(parts_.slots.lock(), SlotGuard::try_only);
-        if (!guard.owns()) return;
-        for (ChunkExecutor* e : executors_) {
-            e->harvest(guard.proof(), parts_.queue);
-            e->dispatch(guard.proof(), parts_.queue);
-        }
-    };
+    auto help = [&] { help_once(); };
     {
         const Bell::Helping helping(parts_.bell);
         const std::uint64_t until = sys::monotonic_ns() + assist_ns;

@@ -10,6 +10,7 @@
 
 #include "parent/callback_queue.hpp"
 #include "parent/chunk_executor.hpp"
+#include "parent/cluster_hook.hpp"
 #include "parent/job_queue.hpp"
 #include "parent/process_watcher.hpp"
 #include "parent/result_router.hpp"
@@ -36,6 +37,8 @@ class Supervisor {
     Supervisor(const Supervisor&) = delete;
     Supervisor& operator=(const Supervisor&) = delete;
 
+    /// Adds a pool's other nodes (cluster mode), before work is submitted.
+    void attach_remote(const SlotsLocked& locked, RemoteNodes& remote);
     void start();
     /// Waits for the thread, which ends once the pool is stopping, idle and without workers.
     void join();
@@ -45,6 +48,9 @@ class Supervisor {
     /// Harvests on the calling thread until `ready(context)` holds: spinning a while (finishing
     /// workers then need not wake anyone), then sleeping on the bell.
     void assist(bool (*ready)(const void*), const void* context);
+    /// One harvest and dispatch on the calling thread if something finished and the slots are
+    /// free; never blocks. Whether it did.
+    bool help_once();
 
   private:
     struct Round {
@@ -62,6 +68,7 @@ class Supervisor {
     Parts parts_;
     // Where chunks run: the local slot table; a cluster adds its nodes here.
     std::vector<ChunkExecutor*> executors_;
+    RemoteNodes* remote_ = nullptr;
     std::thread thread_;
 };
 

@@ -58,14 +58,16 @@ struct WorkerSetup {
 }  // namespace
 
 WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<std::string>& env,
-                             int stderr_fd) {
+                             int stderr_fd, const std::vector<std::string>& hidden) {
     std::vector<std::string> full;
     for (char** e = environ; *e; ++e) {
         std::string entry = *e;
-        bool overridden = false;
+        bool dropped = false;
         for (const auto& o : env)
-            overridden |= entry.compare(0, o.find('=') + 1, o, 0, o.find('=') + 1) == 0;
-        if (!overridden) full.push_back(std::move(entry));
+            dropped |= entry.compare(0, o.find('=') + 1, o, 0, o.find('=') + 1) == 0;
+        for (const auto& prefix : hidden)
+            dropped |= entry.starts_with(prefix);
+        if (!dropped) full.push_back(std::move(entry));
     }
     full.insert(full.end(), env.begin(), env.end());
     boost::asio::io_context ctx;

@@ -14,11 +14,11 @@ namespace shmpool::detail {
 /// Owns a worker process; move-only. The destructor kills (SIGKILL) and reaps it if still there.
 class WorkerProcess {
   public:
-    /// Starts `executable` with `env` added to this environment; the child gets SIGKILL when the
-    /// calling thread dies (PR_SET_PDEATHSIG) and runs in its own process group.
-    /// Its stderr goes to `stderr_fd` (this process's own by default).
+    /// Starts `executable` with `env` added to this environment, less the variables that start
+    /// with one of `hidden`; the child gets SIGKILL when the calling thread dies
+    /// (PR_SET_PDEATHSIG) and runs in its own process group. Its stderr goes to `stderr_fd`.
     WorkerProcess(const std::string& executable, const std::vector<std::string>& env,
-                  int stderr_fd = 2);
+                  int stderr_fd = 2, const std::vector<std::string>& hidden = {});
     WorkerProcess(WorkerProcess&& other) noexcept;
     WorkerProcess& operator=(WorkerProcess&& other) noexcept;
     WorkerProcess(const WorkerProcess&) = delete;

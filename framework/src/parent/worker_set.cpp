@@ -54,7 +54,7 @@ void WorkerSet::launch(unsigned w) {
         throw std::system_error(errno, std::generic_category(), "pipe2 for a worker's stderr");
     sys::FileDescriptor read_end(fds[0]);
     sys::FileDescriptor write_end(fds[1]);
-    WorkerProcess process(launch_.executable, env, write_end.get());
+    WorkerProcess process(launch_.executable, env, write_end.get(), launch_.hidden);
     write_end.reset();  // the worker has its copy
     std::lock_guard lock(mutex_);
     Record& r = records_[w];

@@ -49,6 +49,7 @@ class WorkerSet {
     struct Launch {
         std::string executable;
         std::vector<std::string> environment;  // the pool's variables, then the user's
+        std::vector<std::string> hidden{};     // prefixes of variables workers must not inherit
     };
     WorkerSet(const ControlView& view, const PoolOptions& options, Launch launch,
               ProcessWatcher& watcher, PoolCounters& counters);

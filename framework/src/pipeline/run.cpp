@@ -120,6 +120,10 @@ void PipelineRun::start_pools(unsigned processes) {
                              ? std::chrono::microseconds(0)
                              : std::chrono::microseconds(20),
             .measure_busy = true,  // StageStats::busy_seconds; a batch's chunk is many steps
+            // In a cluster, parallel stages spread over the nodes; a source and serial stages
+            // stay on this machine, beside the arena, as their order needs one worker.
+            .cluster = {.mode = s.mode == StageMode::parallel && !s.source ? ClusterMode::automatic
+                                                                           : ClusterMode::off},
         }));
     }
 }

@@ -14,6 +14,7 @@
 #include <string>
 #include <typeinfo>
 
+#include "parent/cluster_hook.hpp"
 #include "pipeline/arena.hpp"
 #include "posix/sys.hpp"
 #include "protocol/bell.hpp"
@@ -131,10 +132,14 @@ SharedMemory& shared_block(std::string_view name) {
     return it->second;
 }
 
-void init(int /*argc*/, char** /*argv*/) noexcept {
+void init(int argc, char** argv) noexcept {
     // NOLINTNEXTLINE(concurrency-mt-unsafe): see worker_main
     const char* role = std::getenv("SHMPOOL_ROLE");
-    if (role == nullptr || std::string_view(role) != "worker") return;
+    if (role == nullptr || std::string_view(role) != "worker") {
+        // The user's program; on a node of a cluster job, the node's supervisor instead.
+        if (detail::ClusterHook* cluster = detail::cluster_hook()) cluster->init(argc, argv);
+        return;
+    }
     int status = 2;
     try {
         status = detail::worker_main();

@@ -334,6 +334,10 @@ int set_own_process_group() noexcept {
     return ::setpgid(0, 0);
 }
 
+int set_timer_slack(unsigned long nanoseconds) noexcept {
+    return ::prctl(PR_SET_TIMERSLACK, nanoseconds, 0, 0, 0);
+}
+
 pid_t set_own_session() noexcept {
     return ::setsid();
 }

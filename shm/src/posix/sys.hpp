@@ -155,6 +155,9 @@ pid_t wait4(pid_t pid, int* status, struct rusage* usage) noexcept;
 /// (PR_SET_PDEATHSIG), and lead a process group of its own (setpgid(0, 0)).
 int set_parent_death_signal(int sig) noexcept;
 int set_own_process_group() noexcept;
+/// PR_SET_TIMERSLACK for the calling thread: how late a timed sleep may end (the kernel's
+/// default, 50 µs, is most of a short poll's interval).
+int set_timer_slack(unsigned long nanoseconds) noexcept;
 /// setsid(): a session of its own.
 pid_t set_own_session() noexcept;
 /// sigaction(sig, action, previous).

@@ -43,6 +43,19 @@ TEST(JobQueue, ARequeuedChunkComesFirst) {
     EXPECT_EQ(q.take()->begin, 4u);
 }
 
+TEST(JobQueue, TheLastChunkIsHalvedForWhoeverTakesItHalvingTheTail) {
+    JobQueue q;
+    q.push(job_of(10), 8);                          // chunks [0, 8) and [8, 10)
+    EXPECT_EQ(q.take_halving_the_last()->end, 8u);  // not the last: whole
+    auto a = q.take_halving_the_last();             // the last, halved
+    EXPECT_EQ(a->begin, 8u);
+    EXPECT_EQ(a->end, 9u);
+    auto b = q.take_halving_the_last();
+    EXPECT_EQ(b->begin, 9u);
+    EXPECT_EQ(b->end, 10u);
+    EXPECT_FALSE(q.take_halving_the_last());
+}
+
 TEST(JobQueue, StoppingWaitsUntilEveryItemIsSettled) {
     JobQueue q;
     q.push(job_of(5), 5);

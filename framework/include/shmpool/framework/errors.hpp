@@ -13,51 +13,63 @@
 
 namespace shmpool {
 
+namespace detail {
+/// " on node N" for a node of a cluster, nothing for this machine (node 0).
+inline std::string on_node(unsigned node) {
+    return node == 0 ? std::string() : " on node " + std::to_string(node);
+}
+}  // namespace detail
+
 /// The task threw: its exception's type name and what() came back from the worker.
 class TaskError : public std::runtime_error {
   public:
-    TaskError(std::string task, std::string type, std::string message)
-        : std::runtime_error("task '" + task + "' threw " + type + ": " + message),
+    TaskError(std::string task, std::string type, std::string message, unsigned node = 0)
+        : std::runtime_error("task '" + task + "' threw " + type + detail::on_node(node) + ": " +
+                             message),
           task_(std::move(task)),
           type_(std::move(type)),
-          message_(std::move(message)) {}
+          message_(std::move(message)),
+          node_(node) {}
     const std::string& task() const noexcept { return task_; }
     const std::string& type() const noexcept { return type_; }
     const std::string& message() const noexcept { return message_; }
+    unsigned node() const noexcept { return node_; }  ///< where it ran (0: this machine)
 
   private:
     std::string task_, type_, message_;
+    unsigned node_;
 };
 
 /// The worker running the task died (signal or exit) on every attempt allowed by max_retries.
 class WorkerCrashed : public std::runtime_error {
   public:
     WorkerCrashed(std::string task, std::size_t item, pid_t pid, int signal, int exit_code,
-                  int attempts)
-        : std::runtime_error(describe(task, item, pid, signal, exit_code, attempts)),
+                  int attempts, unsigned node = 0)
+        : std::runtime_error(describe(task, item, pid, signal, exit_code, attempts, node)),
           task_(std::move(task)),
           item_(item),
           pid_(pid),
           signal_(signal),
           exit_code_(exit_code),
-          attempts_(attempts) {}
+          attempts_(attempts),
+          node_(node) {}
     const std::string& task() const noexcept { return task_; }
     std::size_t item() const noexcept { return item_; }  ///< index of the item in its job
     pid_t pid() const noexcept { return pid_; }          ///< the last worker that died on it
     int signal() const noexcept { return signal_; }      ///< terminating signal, or 0
-    int exit_code() const noexcept {
-        return exit_code_;
-    }  ///< exit status if not signalled, else -1
+    /// Exit status if not signalled, else -1.
+    int exit_code() const noexcept { return exit_code_; }
     int attempts() const noexcept { return attempts_; }
+    unsigned node() const noexcept { return node_; }  ///< where it ran (0: this machine)
 
   private:
     static std::string describe(const std::string& task, std::size_t item, pid_t pid, int signal,
-                                int exit_code, int attempts) {
+                                int exit_code, int attempts, unsigned node) {
         std::string how = signal ? "was killed by signal " + std::to_string(signal)
                                  : "exited with status " + std::to_string(exit_code);
         return "task '" + task + "' item " + std::to_string(item) + ": worker " +
-               std::to_string(pid) + " " + how + " (" + std::to_string(attempts) + " attempt" +
-               (attempts == 1 ? "" : "s") + ")";
+               std::to_string(pid) + detail::on_node(node) + " " + how + " (" +
+               std::to_string(attempts) + " attempt" + (attempts == 1 ? "" : "s") + ")";
     }
     std::string task_;
     std::size_t item_;
@@ -65,25 +77,30 @@ class WorkerCrashed : public std::runtime_error {
     int signal_;
     int exit_code_;
     int attempts_;
+    unsigned node_;
 };
 
 /// The task ran past its timeout; its worker was killed and replaced.
 class TaskTimeout : public std::runtime_error {
   public:
-    TaskTimeout(std::string task, std::size_t item, double seconds)
+    TaskTimeout(std::string task, std::size_t item, double seconds, unsigned node = 0)
         : std::runtime_error("task '" + task + "' item " + std::to_string(item) +
-                             " ran past its timeout of " + std::to_string(seconds) + " s"),
+                             detail::on_node(node) + " ran past its timeout of " +
+                             std::to_string(seconds) + " s"),
           task_(std::move(task)),
           item_(item),
-          seconds_(seconds) {}
+          seconds_(seconds),
+          node_(node) {}
     const std::string& task() const noexcept { return task_; }
     std::size_t item() const noexcept { return item_; }   ///< index of the item in its job
     double seconds() const noexcept { return seconds_; }  ///< the timeout it ran past
+    unsigned node() const noexcept { return node_; }      ///< where it ran (0: this machine)
 
   private:
     std::string task_;
     std::size_t item_;
     double seconds_;
+    unsigned node_;
 };
 
 /// The task was cancelled before it produced a result.

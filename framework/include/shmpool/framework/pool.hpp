@@ -130,6 +130,7 @@ class Pool {
                         const A&... leading) {
         if (grain == 0) grain = std::max<std::size_t>(1, n / (std::size_t{4} * size()));
         detail::JobItems items;
+        items.index_ranges = true;
         for (std::size_t b = 0; b < n; b += grain)
             items.add<Fn>(leading..., b, std::min(n, b + grain));
         run_job<Fn>(task, std::move(items), 1);
@@ -142,9 +143,16 @@ class Pool {
     /// Stops now: workers are killed, queued work fails with PoolClosed.
     void terminate();
 
+    /// Workers in all, on every node (docs/cluster.md).
     unsigned size() const noexcept;
+    /// This machine's workers.
     std::vector<pid_t> worker_pids() const;
+    /// Counted over every node.
     PoolStats stats() const;
+    /// The nodes the pool runs on: 1 on one machine.
+    unsigned nodes() const noexcept;
+    /// The statistics of each node, in node order (node 0: this machine).
+    std::vector<PoolStats> node_stats() const;
     /// The pool's control block (its name is what the workers attach).
     const std::string& control_block() const noexcept;
 

@@ -43,6 +43,7 @@ struct WorkerEvent {
     ExitReason reason = ExitReason::crashed;
     std::string task;                 ///< the task it was running, if any
     std::optional<std::size_t> item;  ///< the item of that task's job it was on
+    unsigned node = 0;                ///< the node it ran on (0: this machine; docs/cluster.md)
 };
 
 /// Progress of a map-style job (map, starmap, for_each_index; imap chunks count separately).
@@ -75,6 +76,29 @@ struct TaskName {
     template <auto Fn>
     TaskName(const Task<Fn>& task) : name(task.name()) {}  // NOLINT(google-explicit-constructor)
     std::string name;
+};
+
+/// Whether a pool spreads over the nodes of an MPI job (docs/cluster.md).
+enum class ClusterMode {
+    automatic,  ///< across the nodes when the program runs as rank 0 of an MPI job of more than
+                ///< one rank and links shmpool::cluster; on this machine otherwise
+    off,        ///< on this machine only
+    required,   ///< across the nodes, or the constructor throws std::logic_error
+};
+
+/// A block of PoolOptions::shared_blocks that tasks write in cluster mode: after each
+/// for_each_index range a node ran, the bytes of that range (element_bytes per index) come back
+/// to this machine's block. Other writes on other nodes stay there (docs/cluster.md).
+struct WritableBlock {
+    std::string name;
+    std::size_t element_bytes = 1;
+};
+
+struct ClusterOptions {
+    ClusterMode mode = ClusterMode::automatic;
+    std::vector<WritableBlock> writable_blocks{};
+    /// Run chunks on this machine too (false: rank 0 only hands out work).
+    bool use_this_node = true;
 };
 
 struct PoolOptions {
@@ -127,6 +151,8 @@ struct PoolOptions {
     /// Replace a worker whose resident set grew past this many bytes, checked between chunks (0:
     /// never).
     std::size_t max_memory_per_worker = 0;
+    /// Cluster mode: `workers` and the other options then apply on every node.
+    ClusterOptions cluster{};
 };
 
 }  // namespace shmpool

@@ -26,6 +26,7 @@ struct JobItems {
     std::uint32_t in_stride = 0;          // > 0: packed
     std::uint32_t out_stride = 0;         // packed: the size of one result
     std::size_t count = 0;                // packed: the number of items
+    bool index_ranges = false;  // for_each_index: each item's last two arguments are its range
     template <auto Fn, class... A>
     void add(const A&... a) {
         Task<Fn>::append_args(args, a...);

@@ -18,12 +18,15 @@ inline std::exception_ptr relabel(const std::exception_ptr& error, std::size_t i
     try {
         std::rethrow_exception(error);
     } catch (const TaskError& e) {
-        return task ? std::make_exception_ptr(TaskError(*task, e.type(), e.message())) : error;
+        return task ? std::make_exception_ptr(TaskError(*task, e.type(), e.message(), e.node()))
+                    : error;
     } catch (const WorkerCrashed& e) {
         return std::make_exception_ptr(WorkerCrashed(task ? *task : e.task(), item, e.pid(),
-                                                     e.signal(), e.exit_code(), e.attempts()));
+                                                     e.signal(), e.exit_code(), e.attempts(),
+                                                     e.node()));
     } catch (const TaskTimeout& e) {
-        return std::make_exception_ptr(TaskTimeout(task ? *task : e.task(), item, e.seconds()));
+        return std::make_exception_ptr(
+            TaskTimeout(task ? *task : e.task(), item, e.seconds(), e.node()));
     } catch (...) {
         return error;
     }

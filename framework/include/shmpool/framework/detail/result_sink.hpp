@@ -20,6 +20,9 @@ void wake(const PoolLink& link) noexcept;
 /// Harvests results on the calling thread until `ready(context)` holds: spinning briefly, then
 /// sleeping on the pool's bell. Returns at once if the pool is gone.
 void assist(const PoolLink& link, bool (*ready)(const void*), const void* context);
+/// Harvests and dispatches once on the calling thread if results are waiting and nobody else is
+/// at the pool's slots; never blocks. Whether it did.
+bool help(const PoolLink& link);
 /// Whether the calling thread is delivering the pool's callbacks (on_progress, on_worker_exit).
 bool in_pool_callback() noexcept;
 

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 
 #include "shmpool/framework/codec.hpp"
@@ -47,6 +48,7 @@ struct TaskEntry {
     PackedInvoker packed = nullptr;  ///< for tasks of one raw-bytes argument and result
     std::uint32_t in_stride = 0;     ///< sizeof the argument (packed tasks)
     std::uint32_t out_stride = 0;    ///< sizeof the result, 0 for void (packed tasks)
+    const char* signature = "";      ///< the function's type (the same in every rank of a job)
 };
 
 /// Registers a task and returns its name as the registry keeps it (valid for the life of the
@@ -60,6 +62,9 @@ void check_task_registry();
 Invoker find_task(std::string_view name) noexcept;
 /// Everything registered under `name` (all null if nothing is).
 TaskEntry find_task_entry(std::string_view name) noexcept;
+/// A fingerprint of every registered task's name and signature: two programs whose tasks agree
+/// have the same one.
+std::uint64_t task_registry_fingerprint() noexcept;
 
 /// Whether T travels as its bytes alone (the built-in codec of trivially copyable types).
 template <class T>
@@ -130,6 +135,7 @@ void invoke_packed(const char* in, char* out, std::uint32_t& i, std::uint32_t co
 template <auto Fn>
 TaskEntry task_entry() {
     TaskEntry e{&invoke<Fn>};
+    e.signature = typeid(decltype(Fn)).name();
     if constexpr (packable_v<Fn>) {
         using Traits = FunctionTraits<decltype(Fn)>;
         using R = typename Traits::Result;
