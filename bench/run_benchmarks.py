@@ -39,8 +39,8 @@ def run_python(python, script):
                                      capture_output=True, text=True).stdout)
 
 
-MPIRUN_FLAGS = ["--oversubscribe", "--bind-to", "none", "--mca", "pml", "ob1", "--mca", "btl",
-                "self,tcp", "--mca", "btl_tcp_if_include", "lo"]  # as tests/CMakeLists.txt's
+with open(os.path.join(ROOT, "tests", "cluster", "mpirun-flags")) as _flags:
+    MPIRUN_FLAGS = _flags.read().split()  # the cluster tests' own
 
 
 def run_cluster(build):

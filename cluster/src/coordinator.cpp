@@ -2,7 +2,9 @@
 #include "coordinator.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -89,34 +91,47 @@ void Coordinator::handshake() {
     const std::uint64_t tasks = detail::task_registry_fingerprint();
     const std::string identity = shm_identity();
     nodes_.resize(static_cast<std::size_t>(launch_.size - 1));
-    std::size_t heard = 0;
+    std::vector<bool> heard(nodes_.size(), false);
+    std::size_t left = nodes_.size();
     const auto deadline = std::chrono::steady_clock::now() + answer_limit;
-    while (heard < nodes_.size()) {
+    while (left > 0) {
         auto m = transport_.receive();
         if (!m) {
-            if (std::chrono::steady_clock::now() > deadline)
-                throw std::runtime_error("a node did not say hello within 60 s");
+            if (std::chrono::steady_clock::now() > deadline) {
+                std::vector<unsigned> silent;
+                for (unsigned n = 1; n <= nodes_.size(); ++n)
+                    if (!heard[n - 1]) silent.push_back(n);
+                throw std::runtime_error(fmt::format("node(s) {} did not say hello within 60 s",
+                                                     fmt::join(silent, ", ")));
+            }
             transport_.sleep(100us);
             continue;
         }
         if (m->tag != static_cast<int>(Tag::hello) || m->source < 1) continue;
-        const Hello h = decode<Hello>(m->bytes);
         const auto node = static_cast<unsigned>(m->source);
-        if (h.protocol != protocol_version || h.tasks != tasks) {
+        auto refuse = [&](const std::string& why) {
             fmt::print(stderr,
-                       "shmpool: node {} (rank {} on {}) runs a program whose tasks differ from "
-                       "this one's ({} against {:x}): every rank of a job must run the same "
-                       "binary; ending the job\n",
-                       node, node, h.host,
-                       h.protocol != protocol_version
-                           ? fmt::format("protocol {} against {}", h.protocol, protocol_version)
-                           : fmt::format("tasks {:x}", h.tasks),
-                       tasks);
+                       "shmpool: node {} (rank {}) runs a program other than this one ({}): every "
+                       "rank of a job must run the same binary; ending the job\n",
+                       node, node, why);
             std::fflush(stderr);
             mpi::abort_job(1);
+        };
+        Hello h;
+        try {
+            h = decode<Hello>(m->bytes);
+        } catch (const std::exception&) {
+            refuse("its hello is in another format");
         }
-        nodes_[node - 1] = {h.host, h.shm_identity == identity};
-        ++heard;
+        if (h.protocol != protocol_version)
+            refuse(fmt::format("on {}: cluster protocol {}, this one {}", h.host, h.protocol,
+                               protocol_version));
+        if (h.tasks != tasks)
+            refuse(fmt::format("on {}: its registered tasks differ, fingerprint {:x} against {:x}",
+                               h.host, h.tasks, tasks));
+        if (!heard[node - 1]) --left;
+        heard[node - 1] = true;
+        nodes_[node - 1] = {h.host, h.shm_identity, h.shm_identity == identity};
     }
 }
 
@@ -142,19 +157,22 @@ void Coordinator::route(mpi::Message&& m) {
         case Tag::pool_closed: {
             const std::uint32_t pool = decode_pool(m.bytes);
             std::lock_guard lock(mutex_);
-            Control& c = controls_[pool];
-            if (c.workers.size() < nodes_.size()) c.workers.resize(nodes_.size());
+            const auto it = controls_.find(pool);
+            if (it == controls_.end() || node < 1 || node > nodes_.size()) return;  // given up on
+            Control& c = it->second;
+            const bool closing = m.tag == static_cast<int>(Tag::pool_closed);
+            if (closing != (c.phase == Phase::closing)) return;  // a late answer of an open
             if (m.tag == static_cast<int>(Tag::pool_ready)) {
                 c.workers[node - 1] = decode<PoolReady>(m.bytes).workers;
             } else if (m.tag == static_cast<int>(Tag::pool_failed) && !c.failed) {
                 c.failed = true;
                 c.error = decode<PoolFailed>(m.bytes).error;
                 c.failed_node = node;
-            } else if (m.tag == static_cast<int>(Tag::pool_closed)) {
-                if (auto it = pools_.find(pool); it != pools_.end())
-                    it->second->on_closed(node, decode<ClosedPool>(m.bytes).stats);
+            } else if (closing) {
+                if (auto p = pools_.find(pool); p != pools_.end())
+                    p->second->on_closed(node, decode<ClosedPool>(m.bytes).stats);
             }
-            ++c.answers;
+            c.answered[node - 1] = true;
             answered_.notify_all();
             return;
         }
@@ -168,7 +186,9 @@ std::vector<unsigned> Coordinator::open(
     RemotePool& target) {
     std::unique_lock lock(mutex_);
     pools_[open.pool] = &target;
-    controls_[open.pool] = Control{};
+    Control& control = controls_[open.pool];
+    control.answered.assign(nodes_.size(), false);
+    control.workers.assign(nodes_.size(), 0);
     // One task on the communication thread: the opens out to every node, then the blocks'
     // bytes broadcast, which every node joins after reading its open.
     tasks_.push_back([this, message = encode(open), replicated = std::move(replicated)] {
@@ -179,31 +199,58 @@ std::vector<unsigned> Coordinator::open(
             mpi::broadcast(const_cast<std::byte*>(data), size, 0);
     });
     transport_.wake();
-    const bool answered = answered_.wait_for(
-        lock, answer_limit, [&] { return controls_[open.pool].answers >= nodes_.size(); });
-    Control c = controls_[open.pool];
-    controls_[open.pool] = Control{};  // ready for the closing answers
-    if (!answered || c.failed) {
-        pools_.erase(open.pool);
-        lock.unlock();
-        close(open.pool, Tag::terminate_pool);  // on the nodes that did open it
-        if (!answered) throw std::runtime_error("the nodes did not open the pool within 60 s");
-        const RemoteError& e = c.error;
-        if (e.kind == RemoteError::Kind::task_error)
-            throw TaskError(e.task, e.type, e.message, c.failed_node);
+    const std::vector<unsigned> silent = wait_for_answers(lock, open.pool);
+    Control& c = controls_[open.pool];
+    const Control opened = c;
+    // Closing it waits for every node once all opened it, else for those that answered.
+    if (silent.empty()) c.phase = Phase::open;
+    if (silent.empty() && !opened.failed) return opened.workers;
+    pools_.erase(open.pool);
+    lock.unlock();
+    close(open.pool, Tag::terminate_pool);  // on the nodes that did open it
+    if (!silent.empty())
         throw std::runtime_error(
-            fmt::format("node {} could not open the pool: {}", c.failed_node, e.message));
-    }
-    return c.workers;
+            fmt::format("node(s) {} did not open the pool within 60 s", fmt::join(silent, ", ")));
+    const RemoteError& e = opened.error;
+    if (e.kind == RemoteError::Kind::task_error)  // the initializer failed there
+        throw TaskError(e.task, e.type, e.message, opened.failed_node);
+    throw std::runtime_error(
+        fmt::format("node {} could not open the pool: {}", opened.failed_node, e.message));
+}
+
+std::vector<unsigned> Coordinator::wait_for_answers(std::unique_lock<std::mutex>& lock,
+                                                    std::uint32_t pool) {
+    auto all = [&] {
+        const auto& a = controls_[pool].answered;
+        return std::find(a.begin(), a.end(), false) == a.end();
+    };
+    answered_.wait_for(lock, answer_limit, all);
+    std::vector<unsigned> silent;
+    const auto& a = controls_[pool].answered;
+    for (unsigned n = 1; n <= a.size(); ++n)
+        if (!a[n - 1]) silent.push_back(n);
+    return silent;
 }
 
 void Coordinator::close(std::uint32_t pool, Tag tag) noexcept {
     std::unique_lock lock(mutex_);
-    controls_[pool] = Control{};
-    for (std::size_t n = 1; n <= nodes_.size(); ++n)
+    Control& c = controls_[pool];
+    // A node that never answered the open is not waited for: it may never answer at all.
+    std::vector<bool> expected =
+        c.phase == Phase::open ? std::vector<bool>(nodes_.size(), true) : c.answered;
+    c.phase = Phase::closing;
+    c.answered.assign(nodes_.size(), false);
+    for (std::size_t n = 1; n <= nodes_.size(); ++n) {
+        if (expected.size() == nodes_.size() && !expected[n - 1]) c.answered[n - 1] = true;
         transport_.post(static_cast<int>(n), tag, encode_pool(pool));
-    answered_.wait_for(lock, answer_limit,
-                       [&] { return controls_[pool].answers >= nodes_.size(); });
+    }
+    try {
+        const std::vector<unsigned> silent = wait_for_answers(lock, pool);
+        if (!silent.empty())
+            fmt::print(stderr, "shmpool: cluster: node(s) {} did not close pool {} within 60 s\n",
+                       fmt::join(silent, ", "), pool);
+    } catch (const std::exception&) {  // formatting: nothing to do about it
+    }
     controls_.erase(pool);
     pools_.erase(pool);
 }

@@ -26,6 +26,7 @@ class RemotePool;
 /// What rank 0 knows of another node.
 struct NodeInfo {
     std::string host;
+    std::string shm_identity;
     bool shares_shm = false;  // the same /dev/shm as rank 0: blocks are shared already
 };
 
@@ -49,7 +50,8 @@ class Coordinator {
     std::vector<unsigned> open(const OpenPool& open,
                                std::vector<std::pair<const std::byte*, std::size_t>> replicated,
                                RemotePool& target);
-    /// Sends `tag` for `pool` to every node and waits (bounded) until each closed it.
+    /// Sends `tag` for `pool` to every node and waits (bounded) until each that opened it
+    /// closed it.
     void close(std::uint32_t pool, Tag tag) noexcept;
     /// From any thread.
     void send(unsigned node, Tag tag, std::string bytes) {
@@ -61,13 +63,17 @@ class Coordinator {
     void shut_down() noexcept;
 
   private:
+    enum class Phase : std::uint8_t { opening, open, closing };
     struct Control {  // a pool's opening and closing, under mutex_
-        std::size_t answers = 0;
+        Phase phase = Phase::opening;
+        std::vector<bool> answered;  // by node - 1, in the current phase
         std::vector<unsigned> workers;
         unsigned failed_node = 0;  // the first node that could not open the pool, and why
         RemoteError error;
         bool failed = false;
     };
+    /// Waits (bounded) until every node answered `pool`'s current phase; the nodes that did not.
+    std::vector<unsigned> wait_for_answers(std::unique_lock<std::mutex>& lock, std::uint32_t pool);
     void run(std::promise<void>& started);
     void handshake();
     void route(mpi::Message&& m);

@@ -40,7 +40,9 @@ class Hook final : public detail::ClusterHook {
         return std::make_unique<RemotePool>(*coordinator_, wiring);
     }
     std::vector<std::string> private_environment() const override {
-        // Open MPI's and PMIx's variables: a worker that links MPI must not join the job.
+        // Under mpirun (even a job of one): Open MPI's and PMIx's variables, so that a worker
+        // that links MPI does not join the job. Outside it, the environment as it is.
+        if (!mpi::launched_by_mpirun()) return {};
         return {"OMPI_", "PMIX_", "OPAL_", "ORTE_", "PRTE_"};
     }
     unsigned nodes() const noexcept { return coordinator_ ? node_count_ : 1; }

@@ -101,7 +101,7 @@ void fields(WorkerEvent& e, F&& f) {
 // The messages.
 template <class F>
 void fields(Hello& m, F&& f) {
-    f(m.protocol, m.tasks, m.shm_identity, m.cores, m.host);
+    f(m.protocol, m.tasks, m.shm_identity, m.host);
 }
 template <class F>
 void fields(OpenPool& m, F&& f) {
@@ -117,7 +117,8 @@ void fields(PoolFailed& m, F&& f) {
 }
 template <class F>
 void fields(ChunkRequest& m, F&& f) {
-    f(m.pool, m.chunk, m.task, m.in_stride, m.out_stride, m.count, m.index_ranges, m.items);
+    f(m.pool, m.chunk, m.task, m.in_stride, m.out_stride, m.count, m.first_item, m.index_ranges,
+      m.items);
 }
 template <class F>
 void fields(ChunkResult& m, F&& f) {

@@ -33,7 +33,6 @@ struct Hello {
     std::uint32_t protocol = protocol_version;
     std::uint64_t tasks = 0;   // the task registry's fingerprint
     std::string shm_identity;  // this node's /dev/shm: boot id, device and inode
-    std::uint32_t cores = 1;
     std::string host;
 };
 
@@ -85,8 +84,9 @@ struct ChunkRequest {
     std::uint32_t in_stride = 0;  // > 0: packed
     std::uint32_t out_stride = 0;
     std::uint32_t count = 0;
-    bool index_ranges = false;  // for_each_index: write ranges back
-    std::string items;          // packed: count × in_stride; else per item [u64 length][bytes]
+    std::uint64_t first_item = 0;  // the chunk's first item in its job on rank 0
+    bool index_ranges = false;     // for_each_index: write ranges back
+    std::string items;             // packed: count × in_stride; else per item [u64 length][bytes]
 };
 
 /// An item that failed in a way a TaskError record cannot say (a crash, a timeout, ...).

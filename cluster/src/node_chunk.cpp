@@ -1,10 +1,13 @@
 // NodeChunk: gathering a chunk's results on a node, and the result message they make.
 #include "node_chunk.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstring>
 #include <typeinfo>
 
+#include "mpi/mpi.hpp"
 #include "shmpool/framework/errors.hpp"
 
 namespace shmpool::cluster {
@@ -48,6 +51,7 @@ NodeChunk::NodeChunk(Transport& transport, const ChunkRequest& request, const Po
       pool_id_(request.pool),
       chunk_(request.chunk),
       count_(request.count),
+      first_item_(request.first_item),
       packed_(request.in_stride != 0),
       out_stride_(request.out_stride),
       index_ranges_(request.index_ranges),
@@ -162,6 +166,23 @@ void NodeChunk::send() {
         }
     }
     r.stats = pool_.stats();
+    std::size_t bytes = r.response.size() + 64 * r.specials.size();
+    for (const WriteBack& w : r.writes)
+        bytes += w.block.size() + w.bytes.size() + 16;
+    if (bytes > mpi::max_message - 4096) {
+        // One message cannot carry it: every item fails, as an argument too big for a slot does.
+        RemoteError e;
+        e.kind = RemoteError::Kind::length_error;
+        e.message = fmt::format(
+            "the results of a chunk of {} items came to {} bytes, more than "
+            "one cluster message carries ({} bytes)",
+            count_, bytes, mpi::max_message);
+        r.response.clear();
+        r.writes.clear();
+        r.specials.clear();
+        for (std::uint32_t i = 0; i < count_; ++i)
+            r.specials.push_back({i, e});
+    }
     transport_.post(0, Tag::result, encode(r));
     done_(chunk_);
 }

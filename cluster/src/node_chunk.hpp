@@ -36,6 +36,9 @@ class NodeChunk final : public detail::ResultSink {
                     std::size_t first) override;
     void set_packed(const char* results, std::size_t stride, std::size_t n,
                     std::size_t first) override;
+    std::size_t submitted_index(std::size_t index) const noexcept override {
+        return first_item_ + index;
+    }
     bool kill_requested() const noexcept override { return kill_.load(); }
     void bind(const std::shared_ptr<const detail::PoolLink>& link) override { link_ = link; }
     /// Rank 0 asked for a hard cancel of the running item.
@@ -56,6 +59,7 @@ class NodeChunk final : public detail::ResultSink {
     std::uint32_t pool_id_;
     std::uint64_t chunk_;
     std::uint32_t count_;
+    std::uint64_t first_item_;
     bool packed_;
     std::uint32_t out_stride_;
     bool index_ranges_;

@@ -34,9 +34,15 @@ class NodeSupervisor {
     void end() noexcept;
 
   private:
+    // A block of rank 0 copied here, under its name: shared by this node's pools that name it,
+    // removed when the last of them closes.
+    struct Replica {
+        SharedMemory block;
+        unsigned pools = 0;
+    };
     struct NodePool {
         std::unique_ptr<Pool> pool;
-        std::vector<SharedMemory> replicas;  // created here: removed when the pool closes
+        std::vector<std::string> replicas;  // the names of those it uses
         std::vector<WritableReplica> writable;
         std::map<std::uint64_t, std::shared_ptr<NodeChunk>> running;
     };
@@ -44,8 +50,11 @@ class NodeSupervisor {
     void open(const OpenPool& open);
     void run(const ChunkRequest& request);
     void close(std::uint32_t id, bool terminate) noexcept;
+    SharedMemory& use_replica(NodePool& np, const BlockSpec& spec);
+    void release_replicas(NodePool& np) noexcept;
 
     unsigned node_;
+    std::map<std::string, Replica> replicas_;
     Transport transport_;
     std::map<std::uint32_t, NodePool> pools_;
     std::mutex finished_mutex_;  // a leaf: chunks done, from the pools' threads
@@ -58,7 +67,6 @@ void NodeSupervisor::say_hello() {
     Hello h;
     h.tasks = detail::task_registry_fingerprint();
     h.shm_identity = shm_identity();
-    h.cores = std::thread::hardware_concurrency();
     h.host = host_name();
     transport_.post(0, Tag::hello, encode(h));
 }
@@ -133,8 +141,7 @@ void NodeSupervisor::open(const OpenPool& open) {
         SharedMemory* replica = nullptr;
         if (!shared && !failure) {
             try {
-                np.replicas.push_back(SharedMemory::create(spec.name, spec.size));
-                replica = &np.replicas.back();
+                replica = &use_replica(np, spec);
             } catch (...) {
                 failure = std::current_exception();
             }
@@ -158,24 +165,49 @@ void NodeSupervisor::open(const OpenPool& open) {
             transport_.post(0, Tag::worker_event, encode(RemoteEvent{id, e}));
         };
         for (const WritableBlock& w : options.cluster.writable_blocks) {
-            for (SharedMemory& r : np.replicas) {
-                if (r.name() == w.name || "/" + r.name() == w.name)
-                    np.writable.push_back({w.name, w.element_bytes, &r});
-            }
+            const auto r = replicas_.find(w.name.starts_with('/') ? w.name.substr(1) : w.name);
+            if (r != replicas_.end())
+                np.writable.push_back({w.name, w.element_bytes, &r->second.block});
         }
         np.pool = std::make_unique<Pool>(options);
         transport_.post(0, Tag::pool_ready, encode(PoolReady{open.pool, np.pool->size()}));
     } catch (...) {
         transport_.post(0, Tag::pool_failed,
                         encode(PoolFailed{open.pool, classify(std::current_exception())}));
-        for (SharedMemory& r : np.replicas) {
-            try {
-                r.unlink();
-            } catch (const std::exception&) {  // gone already
-            }
-        }
+        release_replicas(np);
         pools_.erase(open.pool);
     }
+}
+
+// The replica of `spec` for a pool: created, or the one another open pool of this node uses
+// (a snapshot of the block as it was when this pool opened: the broadcast that follows
+// refreshes it).
+SharedMemory& NodeSupervisor::use_replica(NodePool& np, const BlockSpec& spec) {
+    const std::string name = spec.name.starts_with('/') ? spec.name.substr(1) : spec.name;
+    auto it = replicas_.find(name);
+    if (it == replicas_.end()) {
+        it = replicas_.emplace(name, Replica{SharedMemory::create(name, spec.size), 0}).first;
+    } else if (it->second.block.size() != spec.size) {
+        throw std::invalid_argument(fmt::format(
+            "block '{}' of {} bytes is replicated on node {} with {} bytes for another pool", name,
+            spec.size, node_, it->second.block.size()));
+    }
+    ++it->second.pools;
+    np.replicas.push_back(name);
+    return it->second.block;
+}
+
+void NodeSupervisor::release_replicas(NodePool& np) noexcept {
+    for (const std::string& name : np.replicas) {
+        auto it = replicas_.find(name);
+        if (it == replicas_.end() || --it->second.pools > 0) continue;
+        try {
+            it->second.block.unlink();
+        } catch (const std::exception&) {  // gone already
+        }
+        replicas_.erase(it);
+    }
+    np.replicas.clear();
 }
 
 void NodeSupervisor::run(const ChunkRequest& request) {
@@ -194,6 +226,8 @@ void NodeSupervisor::run(const ChunkRequest& request) {
     items.index_ranges = request.index_ranges;
     try {
         if (request.in_stride != 0) {
+            if (request.items.size() != std::size_t{request.count} * request.in_stride)
+                throw std::length_error("a packed chunk whose bytes do not match its items");
             items.count = request.count;
             items.args = request.items;
         } else {
@@ -231,12 +265,7 @@ void NodeSupervisor::close(std::uint32_t id, bool terminate) noexcept {
         }
         stats = np.pool->stats();
         np.pool.reset();
-        for (SharedMemory& r : np.replicas) {
-            try {
-                r.unlink();
-            } catch (const std::exception&) {  // gone already
-            }
-        }
+        release_replicas(np);
         pools_.erase(p);
     }
     transport_.post(0, Tag::pool_closed, encode(ClosedPool{id, stats}));

@@ -30,8 +30,12 @@
 namespace shmpool {
 
 struct Pool::Impl {
-    explicit Impl(PoolOptions o) : options(detail::validated(std::move(o))), callbacks(options) {}
+    explicit Impl(PoolOptions o)
+        : requested_workers(o.workers),
+          options(detail::validated(std::move(o))),
+          callbacks(options) {}
 
+    unsigned requested_workers;  // before validation: cluster nodes resolve a 0 themselves
     PoolOptions options;
     SharedMemory block;  // the control block, owned by this process (its tracker removes it)
     detail::ControlView view;
@@ -122,7 +126,7 @@ Pool::Pool(PoolOptions options) {
 // Opens the pool on the other nodes of the job; a node that cannot open it fails the pool.
 void Pool::Impl::attach_remote(detail::ClusterHook& cluster) {
     try {
-        remote = cluster.attach({options, *bell, queue, router, callbacks});
+        remote = cluster.attach({options, requested_workers, *bell, queue, router, callbacks});
     } catch (...) {
         queue.terminate();
         workers->kill_all();
@@ -243,7 +247,7 @@ unsigned Pool::size() const noexcept {
 }
 
 unsigned Pool::nodes() const noexcept {
-    return impl_->remote ? 1 + static_cast<unsigned>(impl_->remote->stats().size()) : 1;
+    return impl_->remote ? 1 + impl_->remote->nodes() : 1;
 }
 
 std::vector<PoolStats> Pool::node_stats() const {

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -59,7 +60,10 @@ long crash_once_on_node_two(long x) {
         const char* dir = std::getenv("CLUSTER_CHECK_MARKS");  // NOLINT(concurrency-mt-unsafe)
         const std::string mark = fmt::format("{}/crash-{}", dir ? dir : "/tmp", ::getppid());
         if (::access(mark.c_str(), F_OK) != 0) {
-            if (std::FILE* f = std::fopen(mark.c_str(), "w")) std::fclose(f);
+            if (std::FILE* f = std::fopen(mark.c_str(), "w")) {
+                fmt::print(f, "{}", x);  // the item (input i is i): its WorkerEvent must say so
+                std::fclose(f);
+            }
             ::kill(::getpid(), SIGKILL);
         }
     }
@@ -79,6 +83,18 @@ long kill_my_node(long x) {
     return x;
 }
 SHMPOOL_TASK(kill_my_node_task, kill_my_node);
+
+// A pipeline's stages: a source of 0..1999, two parallel stages, a serial sink.
+std::optional<long> count_to_2000(std::uint64_t sequence) {
+    if (sequence >= 2000) return std::nullopt;
+    return static_cast<long>(sequence);
+}
+SHMPOOL_TASK(count_task, count_to_2000);
+
+long plus_three(long x) {
+    return x + 3;
+}
+SHMPOOL_TASK(plus_three_task, plus_three);
 
 #ifdef CLUSTER_CHECK_OTHER
 long cube(long x) {
@@ -132,8 +148,11 @@ int crashes() {
         return digest(squares);
     }());
     std::size_t on_two = 0;
-    for (const auto& e : events)
+    for (const auto& e : events) {
         on_two += e.node == 2 && e.reason == shmpool::ExitReason::crashed;
+        if (e.node == 2 && e.task == "crash_once_task" && e.item)
+            fmt::print("crash_once event on node 2: item {}\n", *e.item);
+    }
     fmt::print("crashes {} retries {} events on node 2: {}\n", stats.crashes, stats.retries,
                on_two);
     return 0;
@@ -198,7 +217,40 @@ int run() {
         shared.for_each_index(double_range_task, array.size(), 500, array.name());
     }
     fmt::print("for_each_index sum {}\n", std::accumulate(array.begin(), array.end(), 0.0));
+    {
+        // Two pools open at once over the same block: one replica per node, shared.
+        shmpool::Pool a({.workers = 1, .shared_blocks = {array.name()}});
+        shmpool::Pool b({.workers = 1, .shared_blocks = {array.name()}});
+        const double sa = a.submit(sum_of_task, array.name()).get();
+        const double sb = b.submit(sum_of_task, array.name()).get();
+        fmt::print("two pools {} {}\n", sa, sb);
+    }
     array.unlink();
+    {
+        std::size_t final_done = 0, final_total = 0;
+        shmpool::Pool progress({.workers = 1, .on_progress = [&](const shmpool::Progress& p) {
+                                    final_done = p.done;
+                                    final_total = p.total;
+                                }});
+        (void)progress.map(square_task, input, 50);
+        progress.close();
+        progress.join();
+        const shmpool::PoolStats all = progress.stats();
+        std::size_t done = 0;
+        for (const shmpool::PoolStats& n : progress.node_stats())
+            done += n.tasks_done;
+        fmt::print("progress {}/{}, node stats add up: {}\n", final_done, final_total,
+                   done == all.tasks_done ? "yes" : fmt::format("{} of {}", done, all.tasks_done));
+    }
+    long pipeline_sum = 0;
+    shmpool::Pipeline pipeline;
+    pipeline.source(count_task)
+        .stage(square_task, shmpool::StageMode::parallel, 1)
+        .stage(plus_three_task, shmpool::StageMode::parallel, 1)
+        .sink([&](long v) { pipeline_sum += v; });
+    const shmpool::PipelineStats ps = pipeline.run();
+    fmt::print("pipeline of two parallel stages {} ({} failures)\n", pipeline_sum,
+               ps.failures.size());
     return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace shmpool::test {
@@ -30,6 +31,18 @@ class Unlinker {
   private:
     std::vector<std::string> names_;
 };
+
+/// Polls `condition` (yielding between tries) until it holds or `limit` passes; whether it held.
+/// For state another process's death changes asynchronously, where no gate can be placed.
+template <class Condition>
+bool eventually(Condition condition, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!condition()) {
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::yield();
+    }
+    return true;
+}
 
 /// Whether /dev/shm/<name> exists.
 bool block_exists(const std::string& name);

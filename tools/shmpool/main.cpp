@@ -23,7 +23,7 @@ int fail(int status, const std::string& message) {
     return status;
 }
 
-// shmpool run [--hosts a,b] [--local N] [--mpirun-arg FLAG]... [--dry-run] [--] PROGRAM [ARGS...]
+// shmpool run (--hosts a,b | --local N) [--mpirun-arg FLAG]... [--dry-run] [--] PROGRAM [ARGS...]
 // Its own parser: everything from PROGRAM on is the program's, whatever it looks like.
 int run_job(int argc, char** argv) {
     shmpool::cli::RunOptions options;
@@ -126,7 +126,7 @@ int run(int argc, char** argv) {
 
     // Listed here for --help; run_job() below parses it (its program's flags are not ours).
     app.add_subcommand("run",
-                       "Run a program as a cluster job: shmpool run --hosts a,b [--local N] "
+                       "Run a program as a cluster job: shmpool run (--hosts a,b | --local N) "
                        "[--mpirun-arg FLAG]... [--dry-run] [--] PROGRAM [ARGS...]");
 
     try {

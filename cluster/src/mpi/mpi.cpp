@@ -66,13 +66,14 @@ int size() {
 }
 
 Send::Send(int destination, int tag, std::string bytes)
-    : bytes_(std::make_unique<std::string>(std::move(bytes))),
-      request_(new MPI_Request(MPI_REQUEST_NULL)) {
-    if (bytes_->size() > static_cast<std::size_t>(INT32_MAX))
+    : bytes_(std::make_unique<std::string>(std::move(bytes))) {
+    if (bytes_->size() > max_message)
         throw std::length_error(fmt::format("a cluster message of {} bytes", bytes_->size()));
+    auto request = std::make_unique<MPI_Request>(MPI_REQUEST_NULL);
     check(MPI_Isend(bytes_->data(), static_cast<int>(bytes_->size()), MPI_BYTE, destination, tag,
-                    MPI_COMM_WORLD, static_cast<MPI_Request*>(request_)),
+                    MPI_COMM_WORLD, request.get()),
           "MPI_Isend");
+    request_ = request.release();
 }
 
 Send::Send(Send&& other) noexcept

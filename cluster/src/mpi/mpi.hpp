@@ -32,7 +32,11 @@ struct Message {
     std::string bytes;
 };
 
-/// A send in flight; complete() tests it without blocking.
+/// The largest message one send carries (MPI counts are int); senders check against it first.
+constexpr std::size_t max_message = INT32_MAX;
+
+/// A send in flight; complete() tests it without blocking. Throws std::length_error above
+/// max_message.
 class Send {
   public:
     Send(int destination, int tag, std::string bytes);

@@ -19,8 +19,9 @@ namespace shmpool::detail {
 
 /// What a pool's remote part works with: the parts of the pool on this machine.
 struct PoolWiring {
-    const PoolOptions& options;
-    Bell& bell;  // rung when a remote result is ready to harvest
+    const PoolOptions& options;  // as validated on this machine
+    unsigned requested_workers;  // the user's PoolOptions::workers (0: each node its cores)
+    Bell& bell;                  // rung when a remote result is ready to harvest
     JobQueue& queue;
     ResultRouter& router;
     CallbackQueue& callbacks;
@@ -30,8 +31,10 @@ struct PoolWiring {
 class RemoteNodes {
   public:
     virtual ~RemoteNodes() = default;
-    /// One executor per other node; the supervisor runs them in its rounds.
+    /// The other nodes' executors; the supervisor runs them in its rounds, after this machine's.
     virtual std::vector<ChunkExecutor*> executors() = 0;
+    /// How many other nodes.
+    virtual unsigned nodes() const noexcept = 0;
     /// Workers on the other nodes, in all.
     virtual unsigned workers() const = 0;
     /// The other nodes' statistics, in node order (1, 2, ...).

@@ -27,15 +27,17 @@ std::optional<Chunk> JobQueue::take() {
     return c;
 }
 
-std::optional<Chunk> JobQueue::take_halving_the_last() {
+std::optional<Chunk> JobQueue::take_sharing_the_last(unsigned parts, bool& shared) {
     std::lock_guard lock(mutex_);
+    shared = false;
     if (chunks_.empty() || terminating_) return std::nullopt;
     Chunk& front = chunks_.front();
-    if (chunks_.size() == 1 && front.size() > 1) {
-        const std::size_t half = front.begin + (front.size() + 1) / 2;
-        Chunk first{front.job, front.begin, half};
-        front.begin = half;
-        return first;
+    if (chunks_.size() == 1 && parts > 1 && front.size() > 1) {
+        const std::size_t end = front.begin + (front.size() + parts - 1) / parts;
+        Chunk share{front.job, front.begin, end};
+        front.begin = end;
+        shared = true;
+        return share;
     }
     Chunk c = std::move(front);
     chunks_.pop_front();
@@ -54,6 +56,11 @@ void JobQueue::finish(std::size_t n) {
     std::lock_guard lock(mutex_);
     in_flight_ -= n;
     if (in_flight_ == 0) idle_.notify_all();
+}
+
+std::size_t JobQueue::front_size() const {
+    std::lock_guard lock(mutex_);
+    return chunks_.empty() ? 0 : chunks_.front().size();
 }
 
 bool JobQueue::empty() const {

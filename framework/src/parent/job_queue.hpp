@@ -21,16 +21,18 @@ class JobQueue {
     std::exception_ptr push(const std::shared_ptr<Job>& job, std::size_t chunksize);
     /// The next chunk, unless there is none or the pool is terminating.
     std::optional<Chunk> take();
-    /// As take(), but the last chunk left is halved first (its second half stays queued), so
-    /// that the end of a job spreads over the places that are free (a node far away must not
-    /// hold the tail).
-    std::optional<Chunk> take_halving_the_last();
+    /// As take(), but of the last chunk left only a share of 1/`parts` (rounded up) is taken,
+    /// the rest staying queued, so that the end of a job spreads over the `parts` places that
+    /// are free (a node far away must not hold the tail). `shared` says whether it was a share.
+    std::optional<Chunk> take_sharing_the_last(unsigned parts, bool& shared);
     /// Puts a chunk back at the front (items a worker did not reach, a retry). False, and
     /// nothing queued, when the pool is terminating: the caller fails its items.
     bool requeue_front(const Chunk& chunk);
     /// `n` items were settled (a result or an error each).
     void finish(std::size_t n);
     bool empty() const;
+    /// Items in the next chunk (0: none).
+    std::size_t front_size() const;
 
     /// No more work is accepted.
     void close();

@@ -169,7 +169,7 @@ std::optional<WorkerEvent> SlotTable::settle(const SlotsLocked& locked, const De
         if (p.claimed && completed < chunk.size()) {
             // The item it was on when it died: retried, or failed with the reason.
             const std::size_t index = chunk.begin + completed;
-            event.item = index;
+            event.item = job.sink->submitted_index(index);
             rest = index + 1;
             ++settled;
             if (terminating) {

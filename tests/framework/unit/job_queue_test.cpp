@@ -43,17 +43,25 @@ TEST(JobQueue, ARequeuedChunkComesFirst) {
     EXPECT_EQ(q.take()->begin, 4u);
 }
 
-TEST(JobQueue, TheLastChunkIsHalvedForWhoeverTakesItHalvingTheTail) {
+TEST(JobQueue, TheLastChunkIsSharedOutAmongThePlacesThatAreFree) {
     JobQueue q;
-    q.push(job_of(10), 8);                          // chunks [0, 8) and [8, 10)
-    EXPECT_EQ(q.take_halving_the_last()->end, 8u);  // not the last: whole
-    auto a = q.take_halving_the_last();             // the last, halved
-    EXPECT_EQ(a->begin, 8u);
-    EXPECT_EQ(a->end, 9u);
-    auto b = q.take_halving_the_last();
-    EXPECT_EQ(b->begin, 9u);
-    EXPECT_EQ(b->end, 10u);
-    EXPECT_FALSE(q.take_halving_the_last());
+    q.push(job_of(20), 8);  // chunks [0, 8), [8, 16) and [16, 20)
+    bool shared = true;
+    EXPECT_EQ(q.take_sharing_the_last(3, shared)->end, 8u);  // not the last: whole
+    EXPECT_FALSE(shared);
+    EXPECT_EQ(q.take_sharing_the_last(3, shared)->end, 16u);
+    auto a = q.take_sharing_the_last(3, shared);  // the last: a third of 4, rounded up
+    EXPECT_TRUE(shared);
+    EXPECT_EQ(a->begin, 16u);
+    EXPECT_EQ(a->end, 18u);
+    auto b = q.take_sharing_the_last(3, shared);  // a third of 2
+    EXPECT_EQ(b->begin, 18u);
+    EXPECT_EQ(b->end, 19u);
+    auto c = q.take_sharing_the_last(3, shared);  // one item: whole
+    EXPECT_FALSE(shared);
+    EXPECT_EQ(c->begin, 19u);
+    EXPECT_EQ(c->end, 20u);
+    EXPECT_FALSE(q.take_sharing_the_last(3, shared));
 }
 
 TEST(JobQueue, StoppingWaitsUntilEveryItemIsSettled) {

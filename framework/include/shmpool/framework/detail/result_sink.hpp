@@ -56,6 +56,9 @@ class ResultSink {
             set_value(r, first + k);
         }
     }
+    /// Item `index` as the job's submitter counts it, for WorkerEvent::item (a cluster node's
+    /// job is one chunk of a job on rank 0).
+    virtual std::size_t submitted_index(std::size_t index) const noexcept { return index; }
     /// Whether the caller asked to kill the item's worker (a hard cancel of a running task).
     virtual bool kill_requested() const noexcept { return false; }
     /// The pool it was submitted to (a future uses it to wake and to help the pool).
