@@ -16,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <optional>
 #include <thread>
@@ -56,6 +57,15 @@ void consume(long x) {
     total += x;
 }
 SHMPOOL_TASK(consume_task, consume);
+
+// A 64 MiB result, bigger than any slot: the task returns a copy of a string it holds, and the
+// result travels in a block of its own.
+constexpr std::size_t big_result_bytes = std::size_t{64} << 20;
+std::string big_result(int /*x*/) {
+    static const std::string held(big_result_bytes, 'r');
+    return held;
+}
+SHMPOOL_TASK(big_result_task, big_result);
 
 constexpr std::size_t gib_doubles = (std::size_t{1} << 30) / sizeof(double);
 
@@ -185,6 +195,27 @@ void tbb_pipeline_3_stages(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations() * pipeline_items);
 }
 
+void pool_result_64mib(benchmark::State& state) {
+    shmpool::Pool pool({.workers = 1});
+    (void)pool.submit(big_result_task, 0).get();  // the worker's string is built once, before
+    for (auto _ : state) {
+        std::string r = pool.submit(big_result_task, 0).get();
+        benchmark::DoNotOptimize(r.data());
+    }
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * big_result_bytes));
+}
+
+// The floor: one memcpy of 64 MiB between buffers already faulted in.
+void memcpy_64mib(benchmark::State& state) {
+    std::vector<char> from(big_result_bytes, 'r');
+    std::vector<char> to(big_result_bytes, 0);
+    for (auto _ : state) {
+        std::memcpy(to.data(), from.data(), big_result_bytes);
+        benchmark::ClobberMemory();
+    }
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * big_result_bytes));
+}
+
 // Start-up: from the constructor's call until both workers are attached and ready (the
 // constructor returns then). Shutdown is timed separately.
 void pool_startup_2_workers(benchmark::State& state) {
@@ -280,6 +311,8 @@ BENCHMARK(pipeline_3_stages)
     ->Iterations(5);
 BENCHMARK(tbb_pipeline_3_stages)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(pool_startup_2_workers)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(pool_result_64mib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(20);
+BENCHMARK(memcpy_64mib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(20);
 BENCHMARK(pool_shutdown_2_workers)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 int main(int argc, char** argv) {

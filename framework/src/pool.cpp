@@ -3,6 +3,7 @@
 #include "shmpool/framework/pool.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -92,7 +93,9 @@ Pool::Pool(PoolOptions options) {
          .measure_busy = o.measure_busy,
          .worker_spin_ns = static_cast<std::uint64_t>(
              std::chrono::duration_cast<std::chrono::nanoseconds>(o.idle_spin).count()),
-         .initializer = o.initializer.name});
+         .initializer = o.initializer.name,
+         .parent_pid = ::getpid(),
+         .max_result_bytes = o.max_result_bytes});
     m.view = detail::ControlView(m.block.data());
     m.bell.emplace(m.view.header());
     m.watcher.emplace([&m] { m.bell->ring(); });

@@ -226,6 +226,15 @@ SharedMemory SharedMemory::attach(std::string_view name, const AttachOptions& op
     return SharedMemory(std::move(bare), std::move(mapping), !writable, false, nullptr, false);
 }
 
+void SharedMemory::prefault() const noexcept {
+    if (!is_open()) return;
+    if (read_only_) {
+        sys::populate_for_read(data(), mapped_size());
+    } else {
+        sys::populate_for_write(data(), mapped_size());
+    }
+}
+
 void SharedMemory::remove(std::string_view name) {
     std::string path = detail::os_name(name);
     if (sys::shm_unlink(path.c_str()) != 0) {

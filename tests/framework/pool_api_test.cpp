@@ -78,6 +78,16 @@ int read_initialized(int) {
 }
 SHMPOOL_TASK(read_initialized_task, read_initialized);
 
+TEST(Pool, TheLastFutureOfAResultMovesItOutAndCopiesStillShareIt) {
+    Pool pool({.workers = 1});
+    EXPECT_EQ(pool.submit(shout_task, std::string("a"), 3).get(), "a!a!a!");  // a temporary's
+    auto f = pool.submit(shout_task, std::string("b"), 2);
+    auto copy = f;
+    EXPECT_EQ(std::move(f).get(), "b!b!");  // a copy is alive: copied, not moved out
+    EXPECT_EQ(copy.get(), "b!b!");
+    EXPECT_EQ(copy.get(), "b!b!");  // an lvalue's get() may be called again
+}
+
 }  // namespace
 
 TEST(Pool, SubmitRunsTheTaskInAWorkerAndReturnsItsResult) {

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -39,6 +40,44 @@ inline std::string shout(const std::string& s, int times) {
     return out;
 }
 SHMPOOL_TASK(shout_task, shout);
+
+inline std::size_t length_of(const std::string& s) {
+    return s.size();
+}
+SHMPOOL_TASK(length_of_task, length_of);
+
+/// A trivially copyable item far bigger than a packed chunk carries (task_entry.hpp).
+struct BigRecord {
+    std::array<std::int32_t, 8192> values;  // 32 KiB
+};
+inline BigRecord bumped(const BigRecord& r) {
+    BigRecord out = r;
+    for (auto& v : out.values)
+        ++v;
+    return out;
+}
+SHMPOOL_TASK(bumped_task, bumped);
+
+/// The length of `s`; SIGKILLs its worker instead when `s` is longer than `die_above`.
+inline std::size_t length_or_die(const std::string& s, std::size_t die_above) {
+    if (s.size() > die_above) ::kill(::getpid(), SIGKILL);
+    return s.size();
+}
+SHMPOOL_TASK(length_or_die_task, length_or_die);
+
+/// `n` bytes of `c`; SIGKILLs its worker instead when `n` is `die_at`.
+inline std::string bytes_or_die(std::size_t n, char c, std::size_t die_at) {
+    if (n == die_at) ::kill(::getpid(), SIGKILL);
+    return std::string(n, c);
+}
+SHMPOOL_TASK(bytes_or_die_task, bytes_or_die);
+
+/// Item 0: 20000 bytes (more than a 4 KiB slot holds); item 1: SIGKILLs its worker; else i bytes.
+inline std::string big_then_die(int i) {
+    if (i == 1) ::kill(::getpid(), SIGKILL);
+    return std::string(i == 0 ? 20000 : static_cast<std::size_t>(i), 'a');
+}
+SHMPOOL_TASK(big_then_die_task, big_then_die);
 
 inline int throw_on_odd(int x) {
     if (x % 2) throw std::invalid_argument("odd: " + std::to_string(x));

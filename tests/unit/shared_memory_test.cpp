@@ -9,9 +9,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <regex>
+#include <vector>
 
 #include "posix/sys.hpp"
 #include "shmpool/shm/block_info.hpp"
@@ -221,6 +223,30 @@ TEST_F(SharedMemoryTest, WithoutReservationTheBlockIsSizedSparsely) {
     struct stat st {};
     ASSERT_EQ(::stat(("/dev/shm/" + name).c_str(), &st), 0);
     EXPECT_LT(st.st_blocks * 512, 1 << 20);  // nothing allocated yet
+    shm.unlink();
+}
+
+TEST_F(SharedMemoryTest, PrefaultMapsEveryPageAndKeepsTheData) {
+    std::string name = unique_name();
+    const std::size_t size = std::size_t{8} << 20;
+    SharedMemory shm = SharedMemory::create(name, size, {.reserve = false});
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    std::vector<unsigned char> resident(size / page);
+    auto count_resident = [&] {
+        EXPECT_EQ(::mincore(shm.data(), size, resident.data()), 0);
+        return std::count_if(resident.begin(), resident.end(),
+                             [](unsigned char r) { return r & 1; });
+    };
+    EXPECT_EQ(count_resident(), 0);  // sparse: nothing touched yet
+    shm.data()[5] = std::byte{42};
+    shm.prefault();
+    EXPECT_EQ(count_resident(), static_cast<std::ptrdiff_t>(resident.size()));
+    EXPECT_EQ(shm.data()[5], std::byte{42});
+    SharedMemory reader = SharedMemory::attach(name, {.access = shmpool::Access::read_only});
+    reader.prefault();
+    EXPECT_EQ(reader.data()[5], std::byte{42});
+    reader.close();
+    reader.prefault();  // closed: nothing to do
     shm.unlink();
 }
 

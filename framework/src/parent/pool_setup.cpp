@@ -19,6 +19,8 @@ PoolOptions validated(PoolOptions o) {
         throw std::invalid_argument("PoolOptions::slot_bytes must be between 4 KiB and 1 GiB");
     // Slots lie back to back: a whole number of cache lines keeps every slot header aligned.
     o.slot_bytes = (o.slot_bytes + 63) / 64 * 64;
+    if (o.max_result_bytes == 0)
+        throw std::invalid_argument("PoolOptions::max_result_bytes must be at least 1");
     if (o.idle_spin.count() < 0) throw std::invalid_argument("PoolOptions::idle_spin is negative");
     if (o.max_start_failures == 0)
         throw std::invalid_argument("PoolOptions::max_start_failures must be at least 1");

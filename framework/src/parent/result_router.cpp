@@ -2,14 +2,18 @@
 // failure that escapes (it fails its item).
 #include "parent/result_router.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "protocol/records.hpp"
 #include "shmpool/framework/errors.hpp"
+#include "shmpool/shm/shared_memory.hpp"
 
 namespace shmpool::detail {
 
@@ -42,6 +46,75 @@ void ResultRouter::fail_all(const SlotsLocked& locked, const Chunk& chunk,
                             const std::exception_ptr& error) {
     for (std::size_t pos = 0; pos < chunk.size(); ++pos)
         fail(locked, chunk, pos, error);
+}
+
+namespace {
+
+// Workers name their result blocks so (worker/chunk_runner.cpp): a record naming anything else is
+// corrupt, and its block is neither opened nor removed.
+constexpr std::string_view result_block_prefix = "shmpool_r_";
+
+std::optional<BlockRef> result_block(std::string_view record) noexcept {
+    try {
+        Reader r(record.data(), record.size());
+        BlockRef ref = read_block_ref(r);
+        if (!ref.name.starts_with(result_block_prefix)) return std::nullopt;
+        return ref;
+    } catch (...) {
+        return std::nullopt;
+    }
+}
+
+void remove_quietly(std::string_view name) noexcept {
+    try {
+        SharedMemory::remove(name);
+    } catch (...) {  // gone already
+    }
+}
+
+}  // namespace
+
+void ResultRouter::discard_blocks(const ResponseView& response, std::uint32_t from) noexcept {
+    if (!response.local) return;
+    RecordReader reader(response.area, response.bytes);
+    RecordReader::Record record;
+    for (std::uint32_t i = 0; reader.next(record); ++i) {
+        if (i < from || record.kind != RecordKind::value_in_block) continue;
+        if (const auto ref = result_block(record.bytes)) remove_quietly(ref->name);
+    }
+}
+
+void ResultRouter::deliver_in_block(const Chunk& chunk, std::string_view record,
+                                    const ResponseView& response, std::size_t index) {
+    ResultSink& sink = *chunk.job->sink;
+    const auto ref = response.local ? result_block(record) : std::nullopt;
+    try {
+        if (!ref)
+            throw TaskError(chunk.job->task, "shmpool::CorruptedBlock",
+                            "the worker's record of a result in a block does not name one");
+        // Removed before anything is delivered (whoever sees the result sees the block gone),
+        // and whatever happens: the parent owns it now, and nobody else will open it. The
+        // mapping outlives the name.
+        SharedMemory block;
+        try {
+            block = SharedMemory::attach(ref->name, {.access = Access::read_only});
+        } catch (...) {
+            remove_quietly(ref->name);
+            throw;
+        }
+        remove_quietly(ref->name);
+        if (block.size() < ref->size)
+            throw TaskError(chunk.job->task, "shmpool::CorruptedBlock",
+                            fmt::format("the result's block '{}' holds {} bytes, not {}", ref->name,
+                                        block.size(), ref->size));
+        block.prefault();
+        Reader r(reinterpret_cast<const char*>(block.data()), ref->size);
+        sink.set_value(r, index);
+        ++counters_.results;
+    } catch (...) {
+        ++counters_.failures;
+        sink.set_error(std::current_exception(), index);
+    }
 }
 
 void ResultRouter::deliver_records(const Chunk& chunk, const ResponseView& response,
@@ -96,6 +169,10 @@ void ResultRouter::deliver_records(const Chunk& chunk, const ResponseView& respo
             continue;
         }
         flush();
+        if (record.kind == RecordKind::value_in_block) {
+            deliver_in_block(chunk, record.bytes, response, index);
+            continue;
+        }
         ++counters_.failures;
         sink.set_error(task_error(job.task, record.bytes), index);
     }

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <string_view>
 
 #include "parent/callback_queue.hpp"
 #include "parent/job.hpp"
@@ -19,6 +20,7 @@ struct ResponseView {
     const std::byte* area = nullptr;
     std::uint32_t bytes = 0;     // written
     std::uint32_t capacity = 0;  // the area's size
+    bool local = false;          // a local worker's: its records may name result blocks
 };
 
 class ResultRouter {
@@ -28,6 +30,9 @@ class ResultRouter {
     /// Settles items [from, to) of `chunk` (positions within it) from the worker's response.
     void deliver(const SlotsLocked&, const Chunk& chunk, const ResponseView& response,
                  std::uint32_t from, std::uint32_t to);
+    /// Removes the result blocks named by records from position `from` on: a dead worker's,
+    /// for items that never counted as finished.
+    static void discard_blocks(const ResponseView& response, std::uint32_t from) noexcept;
     /// Settles item `pos` of `chunk` with an error.
     void fail(const SlotsLocked&, const Chunk& chunk, std::size_t pos, std::exception_ptr error);
     /// Settles every item of `chunk` with the same error.
@@ -38,6 +43,8 @@ class ResultRouter {
   private:
     void deliver_records(const Chunk& chunk, const ResponseView& response, std::uint32_t from,
                          std::uint32_t to);
+    void deliver_in_block(const Chunk& chunk, std::string_view record, const ResponseView& response,
+                          std::size_t index);
     void deliver_packed(const Chunk& chunk, const ResponseView& response, std::uint32_t from,
                         std::uint32_t to);
     void note_progress(Job& job, std::size_t n);

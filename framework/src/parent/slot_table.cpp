@@ -3,9 +3,12 @@
 
 #include <fmt/format.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstring>
 #include <stdexcept>
 
 #include "protocol/records.hpp"
@@ -66,16 +69,17 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueu
     std::size_t first = chunk.begin;
     std::size_t next = chunk.begin;
     std::size_t dropped = 0;
-    auto drop_front = [&](std::size_t length) {
-        if (!job.sink->cancelled(next)) {  // a cancelled item is settled already
-            router_.fail(locked, chunk, next - chunk.begin,
-                         std::make_exception_ptr(std::length_error(fmt::format(
-                             "task '{}' item {}: {} bytes of arguments exceed the pool's "
-                             "slot_bytes ({})",
-                             job.task, next, length, slot.capacity()))));
-        }
+    auto drop_front = [&](const std::exception_ptr& error) {
+        if (!job.sink->cancelled(next))  // a cancelled item is settled already
+            router_.fail(locked, chunk, next - chunk.begin, error);
         ++dropped;
         first = ++next;
+    };
+    auto too_big = [&](std::size_t length) {
+        return std::make_exception_ptr(std::length_error(
+            fmt::format("task '{}' item {}: {} bytes of arguments do not fit the pool's "
+                        "slot_bytes ({}) next to the task's name",
+                        job.task, job.sink->submitted_index(next), length, slot.capacity())));
     };
     if (job.items.packed()) {
         // The results leave half the response area free for the error records of items that
@@ -83,9 +87,9 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueu
         const std::size_t in = job.items.in_stride;
         const std::size_t result = std::max<std::size_t>(job.items.out_stride, 1);
         const std::size_t fit = std::min(out.room() / in, slot.capacity() / 2 / result);
-        if (fit == 0) {
+        if (fit == 0) {  // only for items bigger than Pool::map packs (task_entry.hpp)
             while (next < chunk.end)
-                drop_front(in);
+                drop_front(too_big(in));
         } else {
             next = std::min(chunk.end, first + fit);
             out.add_packed(job.items.args.data() + first * in, next - first, in);
@@ -94,11 +98,27 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueu
         while (next < chunk.end) {
             const std::size_t at = job.items.offsets[next];
             const std::size_t length = job.items.offsets[next + 1] - at;
-            if (next == first && (!job.sink->start(next) || out.room() < item_overhead + length)) {
-                drop_front(length);
+            if (next == first && !job.sink->start(next)) {
+                drop_front(std::make_exception_ptr(TaskCancelled(job.task)));
                 continue;
             }
-            if (!out.add_item(job.items.args.data() + at, length)) break;
+            if (out.add_item(job.items.args.data() + at, length)) {
+                ++next;
+                continue;
+            }
+            if (next != first) break;  // the next chunk's first item
+            // Too big for the area: the arguments go in a block of their own.
+            try {
+                slots_[w].arguments.emplace(arguments_block(job.items.args.data() + at, length));
+            } catch (...) {
+                drop_front(std::current_exception());  // e.g. ENOSPC, naming the block
+                continue;
+            }
+            if (!out.add_item_in_block(slots_[w].arguments->name(), length)) {
+                slots_[w].arguments.reset();
+                drop_front(too_big(length));
+                continue;
+            }
             ++next;
         }
     }
@@ -108,6 +128,29 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueu
     const std::uint32_t bytes = out.finish(static_cast<std::uint32_t>(next - first));
     slots_[w].chunk = Chunk{chunk.job, first, next};
     slot.post(bytes, monotonic_ns());
+}
+
+void SlotTable::ArgumentsBlock::remove() noexcept {
+    if (!block_.is_open()) return;
+    try {
+        block_.unlink();
+    } catch (...) {  // gone already: nothing to leak
+    }
+    block_.close();
+}
+
+void SlotTable::ArgumentsBlock::fill(const char* bytes, std::size_t length) noexcept {
+    block_.prefault();
+    std::memcpy(block_.data(), bytes, length);
+}
+
+SlotTable::ArgumentsBlock SlotTable::arguments_block(const char* bytes, std::size_t length) {
+    static std::atomic<unsigned> counter{0};
+    SharedMemory block = SharedMemory::create(
+        fmt::format("shmpool_a_{}_{}", ::getpid(), counter.fetch_add(1)), length);
+    ArgumentsBlock owned(std::move(block));
+    owned.fill(bytes, length);
+    return owned;
 }
 
 void SlotTable::requeue(const SlotsLocked& locked, const Chunk& chunk, JobQueue& queue) {
@@ -124,13 +167,15 @@ bool SlotTable::harvest(const SlotsLocked& locked, JobQueue& queue) {
         if (!f.chunk || !slot.finished()) continue;
         const Chunk chunk = std::move(*f.chunk);
         f.chunk.reset();
+        f.arguments.reset();  // before any result is out: whoever sees one sees the block gone
         // A worker may end a chunk early (its error records filled the response area): the
         // items it did not reach go back to the front of the queue.
         const ChunkProgress p = slot.progress();
         const auto completed =
             std::min<std::uint32_t>(p.completed, static_cast<std::uint32_t>(chunk.size()));
         counters_.busy_ns += p.busy_ns;  // before the results: a caller woken sees it counted
-        router_.deliver(locked, chunk, {slot.response_area(), p.response_bytes, slot.capacity()}, 0,
+        router_.deliver(locked, chunk,
+                        {slot.response_area(), p.response_bytes, slot.capacity(), true}, 0,
                         completed);
         if (completed < chunk.size())
             requeue(locked, Chunk{chunk.job, chunk.begin + completed, chunk.end}, queue);
@@ -156,13 +201,16 @@ std::optional<WorkerEvent> SlotTable::settle(const SlotsLocked& locked, const De
     if (f.chunk) {
         const Chunk chunk = std::move(*f.chunk);
         f.chunk.reset();
+        f.arguments.reset();  // before any result is out: whoever sees one sees the block gone
         Job& job = *chunk.job;
         event.task = job.task;
         const ChunkProgress p = slot.progress();
         const std::uint32_t completed =
             std::min<std::uint32_t>(p.completed, static_cast<std::uint32_t>(chunk.size()));
-        router_.deliver(locked, chunk, {slot.response_area(), p.response_bytes, slot.capacity()}, 0,
-                        completed);
+        const ResponseView response{slot.response_area(), p.response_bytes, slot.capacity(), true};
+        router_.deliver(locked, chunk, response, 0, completed);
+        // A result it put in a block for an item it did not finish: never read, so removed.
+        if (!job.items.packed()) ResultRouter::discard_blocks(response, completed);
         std::size_t settled = completed;
         std::size_t rest = chunk.begin + completed;
         std::optional<Chunk> retry;

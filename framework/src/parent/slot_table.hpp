@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "parent/chunk_executor.hpp"
@@ -12,6 +13,7 @@
 #include "parent/result_router.hpp"
 #include "parent/worker_set.hpp"
 #include "protocol/control_block.hpp"
+#include "shmpool/shm/shared_memory.hpp"
 
 namespace shmpool::detail {
 
@@ -41,10 +43,35 @@ class SlotTable final : public ChunkExecutor {
     void shut_down_idle(const SlotsLocked& locked);
 
   private:
+    // The block of one chunk's arguments too big for the request area: removed when the chunk
+    // leaves the slot (harvested or settled), so that a retry posts a block of its own.
+    class ArgumentsBlock {
+      public:
+        explicit ArgumentsBlock(SharedMemory block) noexcept : block_(std::move(block)) {}
+        ArgumentsBlock(ArgumentsBlock&&) noexcept = default;
+        ArgumentsBlock& operator=(ArgumentsBlock&& other) noexcept {
+            if (this != &other) {
+                remove();
+                block_ = std::move(other.block_);
+            }
+            return *this;
+        }
+        ArgumentsBlock(const ArgumentsBlock&) = delete;
+        ArgumentsBlock& operator=(const ArgumentsBlock&) = delete;
+        ~ArgumentsBlock() { remove(); }
+        const std::string& name() const noexcept { return block_.name(); }
+        /// Maps all its pages at once, then copies the arguments in.
+        void fill(const char* bytes, std::size_t length) noexcept;
+
+      private:
+        void remove() noexcept;
+        SharedMemory block_;
+    };
     // The slot half of a worker: the chunk its slot holds and what the parent did about it.
     struct InFlight {
         std::optional<Chunk> chunk;
-        bool occupied = false;  // a worker process is in the slot
+        std::optional<ArgumentsBlock> arguments;  // the chunk's first item's, if too big
+        bool occupied = false;                    // a worker process is in the slot
         bool term_sent = false;
         bool kill_sent = false;
         std::uint64_t kill_deadline_ns = 0;
@@ -52,6 +79,7 @@ class SlotTable final : public ChunkExecutor {
         bool cancelled = false;
     };
     void post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueue& queue);
+    static ArgumentsBlock arguments_block(const char* bytes, std::size_t length);
     void requeue(const SlotsLocked& locked, const Chunk& chunk, JobQueue& queue);
 
     ControlView view_;

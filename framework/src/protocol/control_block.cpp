@@ -14,6 +14,8 @@ void format_control_block(std::byte* base, const ControlSettings& settings) noex
     h.threads_per_worker = settings.threads_per_worker;
     h.measure_busy = settings.measure_busy ? 1 : 0;
     h.worker_spin_ns = settings.worker_spin_ns;
+    h.parent_pid = settings.parent_pid;
+    h.max_result_bytes = settings.max_result_bytes;
     const std::size_t n = std::min(settings.initializer.size(), sizeof h.initializer - 1);
     std::memcpy(h.initializer, settings.initializer.data(), n);
     h.prefix.layout_version = control_layout_version;

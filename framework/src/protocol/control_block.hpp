@@ -19,7 +19,7 @@ constexpr char control_magic[8] = {'S', 'H', 'M', 'P', 'P', 'O', 'O', 'L'};
 #ifdef SHMPOOL_CONTROL_LAYOUT_VERSION_FOR_TESTS
 constexpr std::uint32_t control_layout_version = SHMPOOL_CONTROL_LAYOUT_VERSION_FOR_TESTS;
 #else
-constexpr std::uint32_t control_layout_version = 2;
+constexpr std::uint32_t control_layout_version = 3;
 #endif
 
 struct ControlPrefix {
@@ -43,6 +43,9 @@ struct alignas(64) ControlHeader {
     std::uint32_t measure_busy;          // 1: workers time each chunk (SlotHeader::chunk_busy_ns)
     std::uint64_t worker_spin_ns;        // how long an idle worker spins before it sleeps
     char initializer[128];               // task run once by each worker before it takes work
+    std::int32_t parent_pid;             // blocks of big results are handed to this process
+    std::uint32_t unused;
+    std::uint64_t max_result_bytes;  // a bigger result fails its item (std::length_error)
 };
 
 /// One slot per worker: this header, then the request area, then the response area.
@@ -68,12 +71,14 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free &&
 static_assert(sizeof(ControlPrefix) == 16 && offsetof(ControlHeader, workers) == 16 &&
                   offsetof(ControlHeader, parent_bell) == 24 &&
                   offsetof(ControlHeader, worker_spin_ns) == 48 &&
-                  offsetof(ControlHeader, initializer) == 56 && sizeof(ControlHeader) == 192,
-              "the control header's layout is version 2's: bump control_layout_version");
+                  offsetof(ControlHeader, initializer) == 56 &&
+                  offsetof(ControlHeader, parent_pid) == 184 &&
+                  offsetof(ControlHeader, max_result_bytes) == 192 && sizeof(ControlHeader) == 256,
+              "the control header's layout is version 3's: bump control_layout_version");
 static_assert(offsetof(SlotHeader, attached_pid) == 20 &&
                   offsetof(SlotHeader, item_started_ns) == 32 &&
                   offsetof(SlotHeader, chunk_busy_ns) == 40 && sizeof(SlotHeader) == 64,
-              "the slot header's layout is version 2's: bump control_layout_version");
+              "the slot header's layout is version 3's: bump control_layout_version");
 
 /// What the parent puts in the header.
 struct ControlSettings {
@@ -84,6 +89,8 @@ struct ControlSettings {
     bool measure_busy = false;
     std::uint64_t worker_spin_ns = 0;
     std::string_view initializer;  // shorter than 128 bytes
+    std::int32_t parent_pid = 0;
+    std::uint64_t max_result_bytes = 0;
 };
 
 constexpr std::size_t slot_stride(std::size_t slot_bytes) {

@@ -28,6 +28,15 @@ bool RequestWriter::add_item(const char* bytes, std::size_t length) noexcept {
     return true;
 }
 
+bool RequestWriter::add_item_in_block(std::string_view name, std::size_t length) noexcept {
+    const std::string ref = block_ref(name, length);
+    if (room() < item_overhead + ref.size()) return false;
+    const std::uint64_t flagged = item_in_block | static_cast<std::uint64_t>(length);
+    put(&flagged, 8);
+    put(ref.data(), ref.size());
+    return true;
+}
+
 void RequestWriter::add_packed(const char* bytes, std::size_t n, std::size_t stride) noexcept {
     put(bytes, n * stride);
 }
@@ -69,12 +78,31 @@ bool RecordReader::next(Record& out) noexcept {
     std::uint32_t length = 0;
     std::memcpy(&length, area_ + at_ + 1, 4);
     if (size_ - at_ - record_overhead < length) return false;
-    out.kind = static_cast<RecordKind>(area_[at_]) == RecordKind::value ? RecordKind::value
-                                                                        : RecordKind::error;
+    // An unknown kind reads as an error: never as a value or a block to open.
+    const auto kind = static_cast<RecordKind>(area_[at_]);
+    out.kind =
+        kind == RecordKind::value || kind == RecordKind::value_in_block ? kind : RecordKind::error;
     out.bytes =
         std::string_view(reinterpret_cast<const char*>(area_ + at_ + record_overhead), length);
     at_ += static_cast<std::uint32_t>(record_overhead) + length;
     return true;
+}
+
+std::string block_ref(std::string_view name, std::uint64_t size) {
+    std::string out(8, '\0');
+    std::memcpy(out.data(), &size, 8);
+    out.push_back(static_cast<char>(static_cast<std::uint8_t>(name.size())));
+    out.append(name);
+    return out;
+}
+
+BlockRef read_block_ref(Reader& r) {
+    BlockRef ref;
+    ref.size = r.raw<std::uint64_t>();
+    const auto length = r.raw<std::uint8_t>();
+    if (length > max_item_block_name) throw std::length_error("a block ref's name is too long");
+    ref.name = std::string_view(r.view(length), length);
+    return ref;
 }
 
 PackedErrors::PackedErrors(std::byte* area, std::uint32_t capacity, std::uint32_t count,

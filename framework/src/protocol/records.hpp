@@ -1,8 +1,11 @@
 // The byte formats of a slot's areas (docs/design/slot-protocol.md):
 //
 //   request:  [u64 name length][name][u32 count][u32 in_stride][u32 out_stride] then the items:
-//             packed (in_stride > 0): count × in_stride bytes; else per item [u64 length][bytes]
-//   response: per item a record [u8 kind][u32 length][bytes] (a value, or an error payload);
+//             packed (in_stride > 0): count × in_stride bytes; else per item [u64 length][bytes],
+//             or, for arguments too big for the area, [u64 item_in_block | length][block ref]
+//   response: per item a record [u8 kind][u32 length][bytes] (a value, an error payload, or a
+//             block ref to a value too big for the area);
+//   block ref: [u64 size][u8 name length][name], a block of its own holding the bytes
 //             packed: count × out_stride result bytes, then per item that threw an error record
 //             [u32 position][u32 length][payload] from offset count × max(out_stride, 1)
 //   error payload: the exception's type name and what(), each a Codec<std::string>
@@ -10,6 +13,7 @@
 // Readers never trust a length: a record that would run past its area ends the read.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -19,7 +23,14 @@
 
 namespace shmpool::detail {
 
-enum class RecordKind : std::uint8_t { value = 0, error = 1 };
+enum class RecordKind : std::uint8_t { value = 0, error = 1, value_in_block = 2 };
+
+/// Set in a request item's length: the arguments are in a block of their own.
+constexpr std::uint64_t item_in_block = std::uint64_t{1} << 63;
+/// Longest name of a block that carries an item (the worker's and the parent's names are short).
+constexpr std::size_t max_item_block_name = 64;
+/// Room a block ref takes in either area, at most.
+constexpr std::size_t block_ref_bytes = 8 + 1 + max_item_block_name;
 
 constexpr std::size_t record_overhead = 5;        // [u8 kind][u32 length]
 constexpr std::size_t item_overhead = 8;          // [u64 length] before a request item
@@ -36,6 +47,9 @@ class RequestWriter {
     std::size_t room() const noexcept { return capacity_ - used_; }
     /// One item's encoded arguments, with its length; false (nothing written) if it does not fit.
     bool add_item(const char* bytes, std::size_t length) noexcept;
+    /// One item whose `length` bytes of arguments are in block `name`; false if the ref does
+    /// not fit.
+    bool add_item_in_block(std::string_view name, std::size_t length) noexcept;
     /// `n` packed items of `stride` bytes; the caller made sure they fit.
     void add_packed(const char* bytes, std::size_t n, std::size_t stride) noexcept;
     /// Writes the item count; returns the request's size in bytes.
@@ -68,6 +82,12 @@ class RecordWriter {
     /// False (nothing written) if the record does not fit.
     bool put(RecordKind kind, std::string_view bytes) noexcept;
     std::uint32_t used() const noexcept { return used_; }
+    /// Bytes a record's payload may still take.
+    std::size_t room() const noexcept {
+        return capacity_ >= used_ + record_overhead ? capacity_ - used_ - record_overhead : 0;
+    }
+    /// Drops the records written after `used` bytes (a block that could not be made).
+    void rewind(std::uint32_t used) noexcept { used_ = std::min(used_, used); }
 
   private:
     std::byte* area_;
@@ -126,6 +146,16 @@ class PackedErrors {
     std::uint32_t end_;  // written so far (both sides)
     std::uint32_t read_at_;
 };
+
+/// A block that holds an item's arguments or result: its name and how many bytes it carries.
+struct BlockRef {
+    std::string_view name;
+    std::uint64_t size = 0;
+};
+/// The bytes of a ref (`name` is at most max_item_block_name bytes).
+std::string block_ref(std::string_view name, std::uint64_t size);
+/// Reads a ref from `r`; throws std::length_error if it is truncated or its name too long.
+BlockRef read_block_ref(Reader& r);
 
 /// An exception as it travels: its type name and what().
 std::string error_payload(std::string_view type, std::string_view message);

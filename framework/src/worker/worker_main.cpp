@@ -106,12 +106,14 @@ int worker_main() {
     }
     slot.announce_ready(::getpid());
     bell.ring_from_worker();  // the pool's constructor waits for every worker
-    const bool timeouts = h.timeouts != 0;
+    const ChunkRules rules{.timeouts = h.timeouts != 0,
+                           .parent = h.parent_pid,
+                           .max_result_bytes = h.max_result_bytes};
     const bool measure = h.measure_busy != 0;
     for (;;) {
         if (slot.wait_for_work(h.worker_spin_ns) == SlotState::shutdown) return 0;
         if (!slot.claim()) continue;  // the parent took it back first
-        run_chunk(slot, timeouts, measure ? monotonic_ns() : 0);
+        run_chunk(slot, rules, measure ? monotonic_ns() : 0);
         bell.ring_from_worker();
     }
 }

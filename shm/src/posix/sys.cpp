@@ -138,6 +138,15 @@ void populate_for_write(void* address, std::size_t length) noexcept {
 #endif
 }
 
+void populate_for_read(void* address, std::size_t length) noexcept {
+#ifdef MADV_POPULATE_READ
+    (void)::madvise(address, length, MADV_POPULATE_READ);
+#else
+    (void)address;
+    (void)length;
+#endif
+}
+
 // Never retried: on Linux the descriptor is released even when close() reports EINTR.
 int close(int fd) noexcept {
     return ::close(fd);

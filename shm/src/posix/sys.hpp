@@ -78,6 +78,8 @@ int munmap(void* address, std::size_t length) noexcept;
 /// Pre-faults a writable mapping (MADV_POPULATE_WRITE) so that filling it takes no page faults;
 /// a hint only: kernels before 5.14 refuse it and nothing else changes.
 void populate_for_write(void* address, std::size_t length) noexcept;
+/// The same for a mapping that will only be read (MADV_POPULATE_READ).
+void populate_for_read(void* address, std::size_t length) noexcept;
 int close(int fd) noexcept;
 /// Fills the buffer from the kernel's secure random source; -1 with errno on failure.
 int getrandom(void* buffer, std::size_t length) noexcept;

@@ -25,7 +25,7 @@ std::string hex(const std::byte* p, std::size_t n) {
     return out;
 }
 
-TEST(ControlBlockLayout, TheHeaderHasVersionTwosGoldenBytes) {
+TEST(ControlBlockLayout, TheHeaderHasVersionThreesGoldenBytes) {
     std::vector<std::byte> block(control_size(2, 4096));
     format_control_block(block.data(), {.workers = 2,
                                         .slot_bytes = 4096,
@@ -33,23 +33,29 @@ TEST(ControlBlockLayout, TheHeaderHasVersionTwosGoldenBytes) {
                                         .threads_per_worker = 3,
                                         .measure_busy = false,
                                         .worker_spin_ns = 20000,
-                                        .initializer = "init"});
-    // magic "SHMPPOOL", version 2, refused_by 0 | workers 2, slot_bytes 4096, bell 0, sleeping 0
+                                        .initializer = "init",
+                                        .parent_pid = 0x1234,
+                                        .max_result_bytes = 0x40000000});
+    // magic "SHMPPOOL", version 3, refused_by 0 | workers 2, slot_bytes 4096, bell 0, sleeping 0
     // | helpers 0, timeouts 1, threads 3, measure_busy 0 | worker_spin_ns 20000 | "init" ...
     EXPECT_EQ(hex(block.data(), 64),
-              "53484d50504f4f4c0200000000000000"
+              "53484d50504f4f4c0300000000000000"
               "02000000001000000000000000000000"
               "00000000010000000300000000000000"
               "204e000000000000696e697400000000");
-    EXPECT_EQ(sizeof(ControlHeader), 192u);
-    EXPECT_EQ(control_size(2, 4096), 192u + 2 * (64u + 2 * 4096u));
+    // ... | parent_pid 0x1234, unused 0 | max_result_bytes 1 GiB | padding
+    EXPECT_EQ(hex(block.data() + 184, 24),
+              "34120000000000000000004000000000"
+              "0000000000000000");
+    EXPECT_EQ(sizeof(ControlHeader), 256u);
+    EXPECT_EQ(control_size(2, 4096), 256u + 2 * (64u + 2 * 4096u));
     const ControlView view(block.data());
-    EXPECT_EQ(reinterpret_cast<std::byte*>(&view.slot(1)) - block.data(), 192 + 64 + 2 * 4096);
-    EXPECT_EQ(view.request(0) - block.data(), 192 + 64);
+    EXPECT_EQ(reinterpret_cast<std::byte*>(&view.slot(1)) - block.data(), 256 + 64 + 2 * 4096);
+    EXPECT_EQ(view.request(0) - block.data(), 256 + 64);
     EXPECT_EQ(view.response(0) - view.request(0), 4096);
 }
 
-TEST(ControlBlockLayout, TheSlotHeaderHasVersionTwosOffsets) {
+TEST(ControlBlockLayout, TheSlotHeaderHasVersionThreesOffsets) {
     EXPECT_EQ(offsetof(SlotHeader, state), 0u);
     EXPECT_EQ(offsetof(SlotHeader, worker_sleeping), 4u);
     EXPECT_EQ(offsetof(SlotHeader, completed), 8u);

@@ -2,7 +2,9 @@
 // errors, truncations, packed errors, statistics, and the final progress report.
 #include "parent/result_router.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <thread>
@@ -11,6 +13,7 @@
 #include "protocol/records.hpp"
 #include "shmpool/framework/detail/map_state.hpp"
 #include "shmpool/framework/errors.hpp"
+#include "shmpool/shm/shared_memory.hpp"
 
 namespace {
 
@@ -74,6 +77,70 @@ TEST_F(Routing, ATruncatedRecordFailsItsItemsInsteadOfReadingPastTheArea) {
     }
     EXPECT_EQ(counters_.failures.load(), 1u);
     EXPECT_THROW((void)state->collect(), shmpool::TaskError);
+}
+
+// A block as a worker leaves a result in it (worker/chunk_runner.cpp names them so).
+shmpool::SharedMemory result_block(const std::string& name, const std::string& bytes) {
+    shmpool::SharedMemory block = shmpool::SharedMemory::create(name, bytes.size());
+    std::memcpy(block.data(), bytes.data(), bytes.size());
+    return block;
+}
+
+TEST_F(Routing, AResultInABlockIsDeliveredThenTheBlockRemoved) {
+    const std::string name = fmt::format("shmpool_r_{}_unit", ::getpid());
+    const auto block = result_block(name, encoded(77));
+    auto state = std::make_shared<MapState<int>>(2);
+    const Chunk chunk{job(2, state), 0, 2};
+    std::vector<std::byte> area(256);
+    RecordWriter out(area.data(), 256);
+    out.put(RecordKind::value, encoded(1));
+    out.put(RecordKind::value_in_block, block_ref(name, block.size()));
+    {
+        SlotGuard guard(lock_);
+        router_.deliver(guard.proof(), chunk, {area.data(), out.used(), 256, true}, 0, 2);
+    }
+    EXPECT_EQ(state->collect(), (std::vector<int>{1, 77}));
+    EXPECT_THROW(shmpool::SharedMemory::attach(name), std::system_error);  // removed
+}
+
+TEST_F(Routing, ANodesRecordNamingABlockFailsItsItemAndTouchesNoBlock) {
+    // Only a local worker's records may name blocks: a remote node's response never opens or
+    // removes one of this machine's.
+    const std::string name = fmt::format("shmpool_r_{}_remote", ::getpid());
+    auto block = result_block(name, encoded(5));
+    auto state = std::make_shared<MapState<int>>(1);
+    const Chunk chunk{job(1, state), 0, 1};
+    std::vector<std::byte> area(256);
+    RecordWriter out(area.data(), 256);
+    out.put(RecordKind::value_in_block, block_ref(name, block.size()));
+    {
+        SlotGuard guard(lock_);
+        router_.deliver(guard.proof(), chunk, {area.data(), out.used(), 256, false}, 0, 1);
+    }
+    EXPECT_THROW((void)state->collect(), shmpool::TaskError);
+    EXPECT_NO_THROW(shmpool::SharedMemory::attach(name));  // still there
+    block.unlink();
+}
+
+TEST_F(Routing, ADeadWorkersBlocksPastItsFinishedItemsAreRemovedAndNoOthers) {
+    const std::string finished = fmt::format("shmpool_r_{}_done", ::getpid());
+    const std::string unfinished = fmt::format("shmpool_r_{}_cut", ::getpid());
+    const std::string foreign = fmt::format("other_{}_block", ::getpid());
+    auto a = result_block(finished, encoded(1));
+    auto b = result_block(unfinished, encoded(2));
+    auto c = result_block(foreign, encoded(3));
+    std::vector<std::byte> area(512);
+    RecordWriter out(area.data(), 512);
+    out.put(RecordKind::value_in_block, block_ref(finished, a.size()));
+    out.put(RecordKind::value_in_block, block_ref(unfinished, b.size()));
+    out.put(RecordKind::value_in_block, block_ref(foreign, c.size()));
+    // The worker finished one item: the blocks of the records after it are never read.
+    ResultRouter::discard_blocks({area.data(), out.used(), 512, true}, 1);
+    EXPECT_NO_THROW(shmpool::SharedMemory::attach(finished));
+    EXPECT_THROW(shmpool::SharedMemory::attach(unfinished), std::system_error);
+    EXPECT_NO_THROW(shmpool::SharedMemory::attach(foreign));  // not a name a worker gives
+    a.unlink();
+    c.unlink();
 }
 
 TEST_F(Routing, APackedChunksErrorsSitAmongItsResults) {

@@ -17,7 +17,10 @@ class Future {
 
     /// Waits for the result; throws TaskError, WorkerCrashed, TaskTimeout, TaskCancelled,
     /// WorkerStartFailed or PoolClosed as the task ended.
-    T get() { return state_->get(); }
+    T get() & { return state_->get(); }
+    /// The same; the last Future of a result (`pool.submit(...).get()`, `std::move(f).get()`)
+    /// moves it out instead of copying it, which matters for big results.
+    T get() && { return state_.use_count() == 1 ? state_->take() : state_->get(); }
     void wait() { state_->wait(); }
     /// Whether the result arrived within `d`.
     template <class Rep, class Period>

@@ -115,9 +115,14 @@ struct PoolOptions {
     unsigned max_start_failures = 5;
     /// After SIGTERM, how long a worker has before SIGKILL.
     std::chrono::milliseconds kill_grace{200};
-    /// Bytes of arguments, and of results, one chunk may carry (per worker, each way); 4 KiB to
-    /// 1 GiB, rounded up to a multiple of 64.
+    /// Bytes of arguments, and of results, one chunk carries in place (per worker, each way);
+    /// 4 KiB to 1 GiB, rounded up to a multiple of 64. A tuning knob, not a limit: an item's
+    /// arguments or result that does not fit travels in a block of its own (docs/pool.md).
     std::size_t slot_bytes = std::size_t{256} << 10;
+    /// The largest result one item may return, as encoded (a std::string of n bytes is n + 8); a
+    /// bigger one fails that item with a TaskError of type std::length_error (the worker never
+    /// creates its block).
+    std::size_t max_result_bytes = std::size_t{1} << 30;
     /// The worker program (it must call shmpool::init); default: this program.
     std::string worker_executable{};
     /// Called for every worker that dies or is retired (see WorkerEvent).

@@ -138,6 +138,13 @@ class SharedMemory {
     /// Whether the block was created with CreateOptions::track.
     bool tracked() const noexcept { return tracked_; }
 
+    /// Maps every page of the block into this process now, in one system call
+    /// (MADV_POPULATE_WRITE, or _READ for a read-only mapping), instead of one page fault per
+    /// page on first touch: worth it for a block this process will sweep, and costly for one it
+    /// touches sparsely (a page never written is then allocated). A hint: kernels before 5.14
+    /// ignore it.
+    void prefault() const noexcept;
+
     /// Unmaps the block from this process; idempotent; never unlinks.
     void close() noexcept {
         mapping_.reset();

@@ -79,6 +79,12 @@ class FutureState : public ResultSink {
         if (error_) std::rethrow_exception(error_);
         if constexpr (!std::is_void_v<T>) return *value_;
     }
+    /// As get(), moving the value out: for the only owner of this state.
+    T take() {
+        wait();
+        if (error_) std::rethrow_exception(error_);
+        if constexpr (!std::is_void_v<T>) return std::move(*value_);
+    }
 
   private:
     static constexpr int pending_stage = 0, started_stage = 1, cancelled_stage = 2;

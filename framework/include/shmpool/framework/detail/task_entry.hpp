@@ -97,6 +97,11 @@ void invoke(Reader& r, std::string& out) {
     }
 }
 
+/// The largest argument or result a packed chunk carries: at least one item fits the smallest
+/// slot (4 KiB, half of its response area kept for errors). Bigger ones travel as records, which
+/// have no size limit.
+constexpr std::size_t max_packed_stride = 1024;
+
 /// Whether a task can run packed chunks: one argument and a result (or void) that are raw bytes.
 template <auto Fn>
 constexpr bool packable_v = [] {
@@ -106,8 +111,14 @@ constexpr bool packable_v = [] {
         return false;
     } else {
         using A = std::tuple_element_t<0, typename Traits::Arguments>;
-        return raw_codec_v<A> && std::is_default_constructible_v<A> &&
-               (std::is_void_v<R> || raw_codec_v<R>);
+        if constexpr (!raw_codec_v<A> || !(std::is_void_v<R> || raw_codec_v<R>)) {
+            return false;
+        } else {
+            constexpr std::size_t result =
+                std::is_void_v<R> ? 0 : sizeof(std::conditional_t<std::is_void_v<R>, char, R>);
+            return std::is_default_constructible_v<A> && sizeof(A) <= max_packed_stride &&
+                   result <= max_packed_stride;
+        }
     }
 }();
 
