@@ -281,6 +281,7 @@ PoolStats Pool::stats() const {
         s.cancelled += n.cancelled;
         s.recycled_tasks += n.recycled_tasks;
         s.recycled_memory += n.recycled_memory;
+        s.reclaimed += n.reclaimed;
         s.busy_seconds += n.busy_seconds;
     }
     return s;

@@ -131,6 +131,16 @@ inline int gated_at(const std::string& gate, int x, int which) {
 }
 SHMPOOL_TASK(gated_at_task, gated_at);
 
+/// x * 10, counting every call in counters[x]; item 0's first call waits at the gate first.
+inline int counted_gated(const std::string& counters, const std::string& gate, int x) {
+    auto& c = SharedArray<std::int64_t>::cached(counters);
+    const auto calls = __atomic_add_fetch(&c[static_cast<std::size_t>(x)], 1, __ATOMIC_SEQ_CST);
+    if (x == 0 && calls == 1 && !Gate::attach(gate).pass())
+        throw std::runtime_error("the gate was never released");
+    return x * 10;
+}
+SHMPOOL_TASK(counted_gated_task, counted_gated);
+
 /// Arrives at the gate (without waiting) and returns x.
 inline int arrive(const std::string& gate, int x) {
     Gate::attach(gate).arrive();

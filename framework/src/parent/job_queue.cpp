@@ -27,6 +27,15 @@ std::optional<Chunk> JobQueue::take() {
     return c;
 }
 
+std::optional<Chunk> JobQueue::take_to_queue_behind() {
+    std::lock_guard lock(mutex_);
+    if (chunks_.empty() || terminating_ || chunks_.front().job->sink->cancellable())
+        return std::nullopt;
+    Chunk c = std::move(chunks_.front());
+    chunks_.pop_front();
+    return c;
+}
+
 std::optional<Chunk> JobQueue::take_sharing_the_last(unsigned parts, bool& shared) {
     std::lock_guard lock(mutex_);
     shared = false;

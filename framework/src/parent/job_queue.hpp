@@ -21,6 +21,8 @@ class JobQueue {
     std::exception_ptr push(const std::shared_ptr<Job>& job, std::size_t chunksize);
     /// The next chunk, unless there is none or the pool is terminating.
     std::optional<Chunk> take();
+    /// As take(), but only a chunk that may wait behind a running one (not cancellable).
+    std::optional<Chunk> take_to_queue_behind();
     /// As take(), but of the last chunk left only a share of 1/`parts` (rounded up) is taken,
     /// the rest staying queued, so that the end of a job spreads over the `parts` places that
     /// are free (a node far away must not hold the tail). `shared` says whether it was a share.

@@ -29,9 +29,15 @@ SlotTable::SlotTable(const ControlView& view, const PoolOptions& options, Worker
 
 bool SlotTable::has_finished() const noexcept {
     for (unsigned w = 0; w < slots_.size(); ++w) {
-        if (ParentSlot(view_, w).finished()) return true;
+        for (unsigned b = 0; b < slot_buffers; ++b) {
+            if (ParentSlot(view_, w, b).finished()) return true;
+        }
     }
     return false;
+}
+
+unsigned SlotTable::depth() const noexcept {
+    return options_.max_tasks_per_worker == 0 && options_.max_memory_per_worker == 0 ? 2 : 1;
 }
 
 void SlotTable::occupy(const SlotsLocked& /*locked*/, unsigned w) {
@@ -41,23 +47,54 @@ void SlotTable::occupy(const SlotsLocked& /*locked*/, unsigned w) {
 
 bool SlotTable::dispatch(const SlotsLocked& locked, JobQueue& queue) {
     bool any = false;
-    for (unsigned w = 0; w < slots_.size(); ++w) {
-        const InFlight& f = slots_[w];
-        if (f.chunk || !f.occupied || ParentSlot(view_, w).state() != SlotState::free) continue;
-        std::optional<Chunk> next = queue.take();
-        if (!next) return any;
-        any = true;
-        post(locked, w, std::move(*next), queue);
+    // Idle workers first, then a second chunk behind each running one; when the queue runs
+    // dry, an idle worker takes a chunk back from behind another's.
+    for (unsigned round = 1; round <= depth(); ++round) {
+        for (unsigned w = 0; w < slots_.size(); ++w) {
+            InFlight& f = slots_[w];
+            if (!f.occupied || f.chunks() + 1 != round || f.doomed()) continue;
+            unsigned b = 0;
+            while (b < slot_buffers &&
+                   (f.buffers[b].chunk || ParentSlot(view_, w, b).state() != SlotState::free))
+                ++b;
+            if (b == slot_buffers) continue;
+            std::optional<Chunk> next = round == 1 ? queue.take() : queue.take_to_queue_behind();
+            if (!next && (round != 1 || !steal_for(locked, w, queue))) return any;
+            if (!next) next = queue.take();
+            if (!next) return any;
+            any = true;
+            post(locked, w, b, std::move(*next), queue);
+        }
     }
     return any;
+}
+
+bool SlotTable::steal_for(const SlotsLocked& locked, unsigned idle, JobQueue& queue) {
+    for (unsigned w = 0; w < slots_.size(); ++w) {
+        InFlight& f = slots_[w];
+        if (w == idle || !f.occupied || f.chunks() < 2) continue;
+        for (unsigned b = 0; b < slot_buffers; ++b) {
+            ParentSlot slot(view_, w, b);
+            // The CAS races the worker's claim: exactly one of them gets the chunk.
+            if (slot.state() != SlotState::queued || !slot.try_reclaim()) continue;
+            const Chunk chunk = std::move(*f.buffers[b].chunk);
+            f.buffers[b] = BufferFlight{};
+            ++counters_.reclaimed;
+            requeue(locked, chunk, queue);
+            return true;
+        }
+    }
+    return false;
 }
 
 // Packs as much of the chunk as fits the slot's request area; the rest goes back to the front
 // of the queue. Only the front item can be dropped (a cancelled future, or arguments that fit
 // no slot), so what is packed stays one run of consecutive items.
-void SlotTable::post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueue& queue) {
+void SlotTable::post(const SlotsLocked& locked, unsigned w, unsigned b, Chunk chunk,
+                     JobQueue& queue) {
     Job& job = *chunk.job;
-    ParentSlot slot(view_, w);
+    ParentSlot slot(view_, w, b);
+    BufferFlight& flight = slots_[w].buffers[b];
     RequestWriter out(slot.request_area(), slot.capacity());
     if (!out.begin(job.task, job.items.in_stride, job.items.out_stride)) {
         router_.fail_all(locked, chunk,
@@ -109,13 +146,13 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueu
             if (next != first) break;  // the next chunk's first item
             // Too big for the area: the arguments go in a block of their own.
             try {
-                slots_[w].arguments.emplace(arguments_block(job.items.args.data() + at, length));
+                flight.arguments.emplace(arguments_block(job.items.args.data() + at, length));
             } catch (...) {
                 drop_front(std::current_exception());  // e.g. ENOSPC, naming the block
                 continue;
             }
-            if (!out.add_item_in_block(slots_[w].arguments->name(), length)) {
-                slots_[w].arguments.reset();
+            if (!out.add_item_in_block(flight.arguments->name(), length)) {
+                flight.arguments.reset();
                 drop_front(too_big(length));
                 continue;
             }
@@ -126,8 +163,11 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueu
     queue.finish(dropped);
     if (next == first) return;
     const std::uint32_t bytes = out.finish(static_cast<std::uint32_t>(next - first));
-    slots_[w].chunk = Chunk{chunk.job, first, next};
-    slot.post(bytes, monotonic_ns());
+    flight.chunk = Chunk{chunk.job, first, next};
+    // The timeout clock starts now for a worker that is idle; behind a running chunk, the
+    // worker starts it when it claims this one.
+    InFlight& f = slots_[w];
+    slot.post(bytes, ++f.posted, f.chunks() == 1 ? monotonic_ns() : 0);
 }
 
 void SlotTable::ArgumentsBlock::remove() noexcept {
@@ -162,26 +202,30 @@ void SlotTable::requeue(const SlotsLocked& locked, const Chunk& chunk, JobQueue&
 bool SlotTable::harvest(const SlotsLocked& locked, JobQueue& queue) {
     bool any = false;
     for (unsigned w = 0; w < slots_.size(); ++w) {
-        InFlight& f = slots_[w];
-        ParentSlot slot(view_, w);
-        if (!f.chunk || !slot.finished()) continue;
-        const Chunk chunk = std::move(*f.chunk);
-        f.chunk.reset();
-        f.arguments.reset();  // before any result is out: whoever sees one sees the block gone
-        // A worker may end a chunk early (its error records filled the response area): the
-        // items it did not reach go back to the front of the queue.
-        const ChunkProgress p = slot.progress();
-        const auto completed =
-            std::min<std::uint32_t>(p.completed, static_cast<std::uint32_t>(chunk.size()));
-        counters_.busy_ns += p.busy_ns;  // before the results: a caller woken sees it counted
-        router_.deliver(locked, chunk,
-                        {slot.response_area(), p.response_bytes, slot.capacity(), true}, 0,
-                        completed);
-        if (completed < chunk.size())
-            requeue(locked, Chunk{chunk.job, chunk.begin + completed, chunk.end}, queue);
-        slot.release(workers_.count_items(w, completed) != Retirement::none);
-        queue.finish(completed);
-        any = true;
+        for (unsigned b = 0; b < slot_buffers; ++b) {
+            BufferFlight& flight = slots_[w].buffers[b];
+            ParentSlot slot(view_, w, b);
+            if (!flight.chunk || !slot.finished()) continue;
+            const Chunk chunk = std::move(*flight.chunk);
+            flight = BufferFlight{};  // its arguments' block goes before any result is out
+            // A worker may end a chunk early (its error records filled the response area): the
+            // items it did not reach go back to the front of the queue.
+            const ChunkProgress p = slot.progress();
+            const auto completed =
+                std::min<std::uint32_t>(p.completed, static_cast<std::uint32_t>(chunk.size()));
+            counters_.busy_ns += p.busy_ns;  // before the results: a caller woken sees it
+            router_.deliver(locked, chunk,
+                            {slot.response_area(), p.response_bytes, slot.capacity(), true}, 0,
+                            completed);
+            if (completed < chunk.size())
+                requeue(locked, Chunk{chunk.job, chunk.begin + completed, chunk.end}, queue);
+            // Retiring needs the other buffer empty: depth() is 1 when workers retire.
+            const bool retire = workers_.count_items(w, completed) != Retirement::none;
+            slots_[w].leaving |= retire;
+            slot.release(retire);
+            queue.finish(completed);
+            any = true;
+        }
     }
     return any;
 }
@@ -190,69 +234,23 @@ std::optional<WorkerEvent> SlotTable::settle(const SlotsLocked& locked, const De
                                              JobQueue& queue) {
     InFlight& f = slots_[d.worker];
     f.occupied = false;
-    ParentSlot slot(view_, d.worker);
     WorkerEvent event;
     event.worker = d.worker;
     event.pid = d.pid;
     event.status = d.status;
     event.reason = d.was_ready ? ExitReason::crashed : ExitReason::start_failed;
-    const bool terminating = queue.terminating();
-    bool report = !terminating;
-    if (f.chunk) {
-        const Chunk chunk = std::move(*f.chunk);
-        f.chunk.reset();
-        f.arguments.reset();  // before any result is out: whoever sees one sees the block gone
-        Job& job = *chunk.job;
-        event.task = job.task;
-        const ChunkProgress p = slot.progress();
-        const std::uint32_t completed =
-            std::min<std::uint32_t>(p.completed, static_cast<std::uint32_t>(chunk.size()));
-        const ResponseView response{slot.response_area(), p.response_bytes, slot.capacity(), true};
-        router_.deliver(locked, chunk, response, 0, completed);
-        // A result it put in a block for an item it did not finish: never read, so removed.
-        if (!job.items.packed()) ResultRouter::discard_blocks(response, completed);
-        std::size_t settled = completed;
-        std::size_t rest = chunk.begin + completed;
-        std::optional<Chunk> retry;
-        if (p.claimed && completed < chunk.size()) {
-            // The item it was on when it died: retried, or failed with the reason.
-            const std::size_t index = chunk.begin + completed;
-            event.item = job.sink->submitted_index(index);
-            rest = index + 1;
-            ++settled;
-            if (terminating) {
-                router_.fail(locked, chunk, completed, std::make_exception_ptr(PoolClosed()));
-            } else if (f.cancelled) {
-                ++counters_.cancelled;
-                event.reason = ExitReason::cancelled;
-                router_.fail(locked, chunk, completed,
-                             std::make_exception_ptr(TaskCancelled(job.task)));
-            } else if (f.timed_out) {
-                ++counters_.timeouts;
-                event.reason = ExitReason::timeout;
-                router_.fail(locked, chunk, completed,
-                             std::make_exception_ptr(TaskTimeout(
-                                 job.task, index,
-                                 std::chrono::duration<double>(options_.task_timeout).count())));
-            } else {
-                ++counters_.crashes;
-                const int attempts = ++job.attempts[index];
-                if (attempts <= options_.max_retries) {
-                    ++counters_.retries;
-                    retry = Chunk{chunk.job, index, index + 1};
-                    --settled;
-                } else {
-                    router_.fail(locked, chunk, completed,
-                                 std::make_exception_ptr(
-                                     WorkerCrashed(job.task, index, d.pid, d.status.signal,
-                                                   d.status.exit_code, attempts)));
-                }
-            }
+    bool report = !queue.terminating();
+    bool reported_item = false;
+    if (f.chunks() != 0) {
+        // The queued chunk (never claimed) first: it goes back to the queue behind the rest of
+        // the one that ran, which goes to the front.
+        for (unsigned b = 0; b < slot_buffers; ++b) {
+            if (f.buffers[b].chunk && ParentSlot(view_, d.worker, b).state() == SlotState::queued)
+                settle_buffer(locked, f, b, event, reported_item, queue);
         }
-        queue.finish(settled);
-        // The rest of the chunk never started: back to the queue, untouched, behind the retry.
-        if (rest < chunk.end) requeue(locked, Chunk{chunk.job, rest, chunk.end}, queue);
-        if (retry) requeue(locked, *retry, queue);
+        for (unsigned b = 0; b < slot_buffers; ++b) {
+            if (f.buffers[b].chunk) settle_buffer(locked, f, b, event, reported_item, queue);
+        }
     } else if (d.retiring != Retirement::none) {
         const bool tasks = d.retiring == Retirement::tasks;
         ++(tasks ? counters_.recycled_tasks : counters_.recycled_memory);
@@ -264,13 +262,89 @@ std::optional<WorkerEvent> SlotTable::settle(const SlotsLocked& locked, const De
     return report ? std::optional<WorkerEvent>(std::move(event)) : std::nullopt;
 }
 
-void SlotTable::kill_cancelled(const SlotsLocked& /*locked*/) {
+// One buffer of a dead worker: what it finished is delivered, the item it died on (only in the
+// buffer it was running) is retried or failed with the reason, the rest is requeued untouched.
+void SlotTable::settle_buffer(const SlotsLocked& locked, InFlight& f, unsigned b,
+                              WorkerEvent& event, bool& reported_item, JobQueue& queue) {
+    ParentSlot slot(view_, event.worker, b);
+    const Chunk chunk = std::move(*f.buffers[b].chunk);
+    f.buffers[b] = BufferFlight{};  // its arguments' block goes before any result is out
+    Job& job = *chunk.job;
+    const bool terminating = queue.terminating();
+    const bool died_on_it = slot.state() == SlotState::running;
+    const ChunkProgress p = slot.progress();
+    const std::uint32_t completed =
+        std::min<std::uint32_t>(p.completed, static_cast<std::uint32_t>(chunk.size()));
+    const ResponseView response{slot.response_area(), p.response_bytes, slot.capacity(), true};
+    router_.deliver(locked, chunk, response, 0, completed);
+    // A result it put in a block for an item it did not finish: never read, so removed.
+    if (!job.items.packed()) ResultRouter::discard_blocks(response, completed);
+    std::size_t settled = completed;
+    std::size_t rest = chunk.begin + completed;
+    std::optional<Chunk> retry;
+    if (!reported_item) event.task = job.task;
+    if (died_on_it && completed < chunk.size()) {
+        const std::size_t index = chunk.begin + completed;
+        event.task = job.task;
+        event.item = job.sink->submitted_index(index);
+        reported_item = true;
+        rest = index + 1;
+        ++settled;
+        if (terminating) {
+            router_.fail(locked, chunk, completed, std::make_exception_ptr(PoolClosed()));
+        } else if (f.cancelled == b) {
+            ++counters_.cancelled;
+            event.reason = ExitReason::cancelled;
+            router_.fail(locked, chunk, completed,
+                         std::make_exception_ptr(TaskCancelled(job.task)));
+        } else if (f.timed_out && f.timed_out->first == b) {
+            ++counters_.timeouts;
+            event.reason = ExitReason::timeout;
+            router_.fail(locked, chunk, completed,
+                         std::make_exception_ptr(TaskTimeout(
+                             job.task, index,
+                             std::chrono::duration<double>(options_.task_timeout).count())));
+        } else {
+            ++counters_.crashes;
+            const int attempts = ++job.attempts[index];
+            if (attempts <= options_.max_retries) {
+                ++counters_.retries;
+                retry = Chunk{chunk.job, index, index + 1};
+                --settled;
+            } else {
+                router_.fail(locked, chunk, completed,
+                             std::make_exception_ptr(
+                                 WorkerCrashed(job.task, index, event.pid, event.status.signal,
+                                               event.status.exit_code, attempts)));
+            }
+        }
+    }
+    queue.finish(settled);
+    // What never started goes back to the queue, untouched, behind the retry.
+    if (rest < chunk.end) requeue(locked, Chunk{chunk.job, rest, chunk.end}, queue);
+    if (retry) requeue(locked, *retry, queue);
+}
+
+void SlotTable::kill_cancelled(const SlotsLocked& locked, JobQueue& queue) {
     for (unsigned w = 0; w < slots_.size(); ++w) {
         InFlight& f = slots_[w];
-        if (f.chunk && f.occupied && !f.cancelled && f.chunk->job->sink->kill_requested() &&
-            !ParentSlot(view_, w).finished()) {
-            f.cancelled = true;
-            workers_.signal(w, SIGKILL);
+        if (!f.occupied || f.cancelled) continue;
+        for (unsigned b = 0; b < slot_buffers; ++b) {
+            BufferFlight& flight = f.buffers[b];
+            if (!flight.chunk || !flight.chunk->job->sink->kill_requested()) continue;
+            ParentSlot slot(view_, w, b);
+            if (slot.try_reclaim()) {
+                // Queued behind another chunk and never started: cancelled without a kill.
+                const Chunk chunk = std::move(*flight.chunk);
+                flight = BufferFlight{};
+                router_.fail_all(locked, chunk,
+                                 std::make_exception_ptr(TaskCancelled(chunk.job->task)));
+                queue.finish(chunk.size());
+            } else if (slot.state() == SlotState::running) {
+                f.cancelled = b;
+                workers_.signal(w, SIGKILL);
+                break;
+            }
         }
     }
 }
@@ -285,10 +359,7 @@ std::uint64_t SlotTable::expire(const SlotsLocked& /*locked*/, std::uint64_t now
     auto due = [&](std::uint64_t t) { next = next == 0 ? t : std::min(next, t); };
     for (unsigned w = 0; w < slots_.size(); ++w) {
         InFlight& f = slots_[w];
-        const ParentSlot slot(view_, w);
-        const SlotState state = slot.state();
-        if (!f.chunk || !f.occupied || (state != SlotState::running && state != SlotState::queued))
-            continue;
+        if (!f.occupied || f.chunks() == 0) continue;
         if (f.term_sent) {
             if (!f.kill_sent && now >= f.kill_deadline_ns) {
                 workers_.signal(w, SIGKILL);
@@ -298,11 +369,22 @@ std::uint64_t SlotTable::expire(const SlotsLocked& /*locked*/, std::uint64_t now
             }
             continue;
         }
+        // The clock is the worker's: the item it is on, in the buffer it runs.
+        std::optional<unsigned> running;
+        bool queued = false;
+        for (unsigned b = 0; b < slot_buffers; ++b) {
+            if (!f.buffers[b].chunk) continue;
+            const SlotState state = ParentSlot(view_, w, b).state();
+            if (state == SlotState::running) running = b;
+            queued |= state == SlotState::queued;
+        }
+        if (!running && !queued) continue;
+        const ParentSlot slot(view_, w, running.value_or(0));
         const std::uint64_t started = slot.item_started_ns();
         if (started == 0) continue;
         // A worker may stamp a start after `now` was read: never subtract past zero.
-        if (started <= now && now - started >= timeout && state == SlotState::running) {
-            f.timed_out = slot.completed();
+        if (running && started <= now && now - started >= timeout) {
+            f.timed_out.emplace(*running, slot.completed());
             f.term_sent = true;
             f.kill_deadline_ns = now + grace;
             workers_.signal(w, SIGTERM);
@@ -316,7 +398,9 @@ std::uint64_t SlotTable::expire(const SlotsLocked& /*locked*/, std::uint64_t now
 
 void SlotTable::shut_down_idle(const SlotsLocked& /*locked*/) {
     for (unsigned w = 0; w < slots_.size(); ++w) {
-        if (slots_[w].occupied && !slots_[w].chunk) ParentSlot(view_, w).order_shutdown();
+        InFlight& f = slots_[w];
+        if (f.occupied && f.chunks() == 0 && ParentSlot(view_, w).order_shutdown())
+            f.leaving = true;
     }
 }
 

@@ -1,11 +1,13 @@
-// SlotTable: the parent's only owner of slot states. It packs chunks into free slots, harvests
-// finished ones, settles the slot of a worker that died, and kills the workers of timed-out or
-// hard-cancelled items. Everything here runs under the slot lock (SlotsLocked).
+// SlotTable: the parent's only owner of slot states. It packs chunks into free buffers (a second
+// one queued behind the running one, taken back for an idle worker when the queue runs dry),
+// harvests finished ones, settles the slot of a worker that died, and kills the workers of
+// timed-out or hard-cancelled items. Everything here runs under the slot lock (SlotsLocked).
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "parent/chunk_executor.hpp"
@@ -35,7 +37,7 @@ class SlotTable final : public ChunkExecutor {
     std::optional<WorkerEvent> settle(const SlotsLocked& locked, const Departure& departure,
                                       JobQueue& queue);
     /// Kills the workers running hard-cancelled items.
-    void kill_cancelled(const SlotsLocked& locked);
+    void kill_cancelled(const SlotsLocked& locked, JobQueue& queue);
     /// Signals the workers of items past their timeout (SIGTERM, then SIGKILL after kill_grace);
     /// returns the next instant something is due, or 0.
     std::uint64_t expire(const SlotsLocked& locked, std::uint64_t now_ns);
@@ -67,18 +69,37 @@ class SlotTable final : public ChunkExecutor {
         void remove() noexcept;
         SharedMemory block_;
     };
-    // The slot half of a worker: the chunk its slot holds and what the parent did about it.
-    struct InFlight {
+    // One buffer of a slot: the chunk it holds, and the block of that chunk's big arguments.
+    struct BufferFlight {
         std::optional<Chunk> chunk;
-        std::optional<ArgumentsBlock> arguments;  // the chunk's first item's, if too big
-        bool occupied = false;                    // a worker process is in the slot
+        std::optional<ArgumentsBlock> arguments;
+    };
+    // The slot half of a worker: the chunks its buffers hold and what the parent did about it.
+    struct InFlight {
+        BufferFlight buffers[slot_buffers];
+        std::uint32_t posted = 0;  // chunks posted to this worker, the older runs first
+        bool occupied = false;     // a worker process is in the slot
+        bool leaving = false;      // told to exit (retire, shutdown): no more chunks
         bool term_sent = false;
         bool kill_sent = false;
         std::uint64_t kill_deadline_ns = 0;
-        std::optional<std::uint32_t> timed_out;  // position in the chunk of the item too slow
-        bool cancelled = false;
+        // The item it was killed for: its buffer and position in the chunk.
+        std::optional<std::pair<unsigned, std::uint32_t>> timed_out;
+        std::optional<unsigned> cancelled;
+        unsigned chunks() const noexcept {
+            return static_cast<unsigned>(buffers[0].chunk.has_value()) +
+                   static_cast<unsigned>(buffers[1].chunk.has_value());
+        }
+        bool doomed() const noexcept { return leaving || term_sent || cancelled.has_value(); }
     };
-    void post(const SlotsLocked& locked, unsigned w, Chunk chunk, JobQueue& queue);
+    // Chunks a worker may hold: two, unless workers retire after a count of items or a size
+    // (then a second chunk could run past the limit).
+    unsigned depth() const noexcept;
+    // Takes a queued, unclaimed chunk back from a worker that has another to run, for `idle`.
+    bool steal_for(const SlotsLocked& locked, unsigned idle, JobQueue& queue);
+    void settle_buffer(const SlotsLocked& locked, InFlight& f, unsigned b, WorkerEvent& event,
+                       bool& reported_item, JobQueue& queue);
+    void post(const SlotsLocked& locked, unsigned w, unsigned b, Chunk chunk, JobQueue& queue);
     static ArgumentsBlock arguments_block(const char* bytes, std::size_t length);
     void requeue(const SlotsLocked& locked, const Chunk& chunk, JobQueue& queue);
 

@@ -53,7 +53,7 @@ Supervisor::Round Supervisor::round(const SlotsLocked& locked) {
         r.progress |= e->harvest(locked, parts_.queue);
         r.progress |= e->dispatch(locked, parts_.queue);
     }
-    parts_.slots.kill_cancelled(locked);
+    parts_.slots.kill_cancelled(locked, parts_.queue);
     if (remote_) remote_->kill_cancelled(locked);
     r.next_deadline_ns = parts_.slots.expire(locked, sys::monotonic_ns());
     if (parts_.queue.stopping_and_idle()) {

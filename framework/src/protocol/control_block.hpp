@@ -48,21 +48,34 @@ struct alignas(64) ControlHeader {
     std::uint64_t max_result_bytes;  // a bigger result fails its item (std::length_error)
 };
 
-/// One slot per worker: this header, then the request area, then the response area.
-struct alignas(64) SlotHeader {
-    std::atomic<std::uint32_t> state;            // SlotState; the worker sleeps on it
-    std::atomic<std::uint32_t> worker_sleeping;  // the worker is (about to be) in futex wait
-    std::atomic<std::uint32_t> completed;        // items of the chunk finished
-    std::atomic<std::uint32_t> request_bytes;    // the chunk's request, in the request area
-    std::atomic<std::uint32_t> response_bytes;   // written so far in the response area
-    std::atomic<std::int32_t> attached_pid;      // the worker reached shmpool::init and attached
-    std::atomic<std::int32_t> ready_pid;         // ... and is ready for work
-    std::atomic<std::uint32_t> start_failure;    // StartFailure; its error is in the response area
-    std::atomic<std::uint64_t> item_started_ns;  // CLOCK_MONOTONIC, shared by all processes
-    std::atomic<std::uint64_t> chunk_busy_ns;    // the worker's time on the chunk it published
+/// One of a slot's two buffers: a chunk's state, its request and its response (double-buffered
+/// slots: the parent queues the next chunk in one while the worker runs the other).
+struct alignas(32) BufferHeader {
+    std::atomic<std::uint32_t> state;           // SlotState
+    std::atomic<std::uint32_t> completed;       // items of the chunk finished
+    std::atomic<std::uint32_t> request_bytes;   // the chunk's request, in the request area
+    std::atomic<std::uint32_t> response_bytes;  // written so far in the response area
+    std::atomic<std::uint32_t> posted;          // the parent's post count: older chunks run first
+    std::uint32_t unused;
+    std::atomic<std::uint64_t> chunk_busy_ns;  // the worker's time on the chunk it published
 };
 
-static_assert(std::is_standard_layout_v<ControlHeader> && std::is_standard_layout_v<SlotHeader>,
+/// One slot per worker: this header, then per buffer a request area and a response area.
+struct alignas(64) SlotHeader {
+    std::atomic<std::uint32_t> doorbell;         // bumped on every post and shutdown; the worker
+                                                 // sleeps on it
+    std::atomic<std::uint32_t> worker_sleeping;  // the worker is (about to be) in futex wait
+    std::atomic<std::int32_t> attached_pid;      // the worker reached shmpool::init and attached
+    std::atomic<std::int32_t> ready_pid;         // ... and is ready for work
+    std::atomic<std::uint32_t> start_failure;    // StartFailure; its error in buffer 0's response
+    std::uint32_t unused;
+    std::atomic<std::uint64_t> item_started_ns;  // CLOCK_MONOTONIC, shared by all processes
+    std::uint64_t reserved[4];
+    BufferHeader buffers[2];
+};
+
+static_assert(std::is_standard_layout_v<ControlHeader> && std::is_standard_layout_v<SlotHeader> &&
+                  std::is_standard_layout_v<BufferHeader>,
               "shared between processes: no hidden members");
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free &&
                   std::atomic<std::uint64_t>::is_always_lock_free,
@@ -75,9 +88,11 @@ static_assert(sizeof(ControlPrefix) == 16 && offsetof(ControlHeader, workers) ==
                   offsetof(ControlHeader, parent_pid) == 184 &&
                   offsetof(ControlHeader, max_result_bytes) == 192 && sizeof(ControlHeader) == 256,
               "the control header's layout is version 3's: bump control_layout_version");
-static_assert(offsetof(SlotHeader, attached_pid) == 20 &&
-                  offsetof(SlotHeader, item_started_ns) == 32 &&
-                  offsetof(SlotHeader, chunk_busy_ns) == 40 && sizeof(SlotHeader) == 64,
+static_assert(offsetof(SlotHeader, attached_pid) == 8 &&
+                  offsetof(SlotHeader, item_started_ns) == 24 &&
+                  offsetof(SlotHeader, buffers) == 64 && sizeof(BufferHeader) == 32 &&
+                  offsetof(BufferHeader, posted) == 16 &&
+                  offsetof(BufferHeader, chunk_busy_ns) == 24 && sizeof(SlotHeader) == 128,
               "the slot header's layout is version 3's: bump control_layout_version");
 
 /// What the parent puts in the header.
@@ -93,8 +108,11 @@ struct ControlSettings {
     std::uint64_t max_result_bytes = 0;
 };
 
+/// Buffers per slot.
+constexpr unsigned slot_buffers = 2;
+
 constexpr std::size_t slot_stride(std::size_t slot_bytes) {
-    return sizeof(SlotHeader) + 2 * slot_bytes;
+    return sizeof(SlotHeader) + 2 * slot_buffers * slot_bytes;
 }
 constexpr std::size_t control_size(std::size_t workers, std::size_t slot_bytes) {
     return sizeof(ControlHeader) + workers * slot_stride(slot_bytes);
@@ -111,8 +129,13 @@ class ControlView {
     SlotHeader& slot(unsigned w) const noexcept {
         return *reinterpret_cast<SlotHeader*>(slot_base(w));
     }
-    std::byte* request(unsigned w) const noexcept { return slot_base(w) + sizeof(SlotHeader); }
-    std::byte* response(unsigned w) const noexcept { return request(w) + slot_bytes(); }
+    /// Buffer `b`'s areas: request, then response.
+    std::byte* request(unsigned w, unsigned b = 0) const noexcept {
+        return slot_base(w) + sizeof(SlotHeader) + std::size_t{2} * b * slot_bytes();
+    }
+    std::byte* response(unsigned w, unsigned b = 0) const noexcept {
+        return request(w, b) + slot_bytes();
+    }
 
   private:
     std::byte* slot_base(unsigned w) const noexcept {

@@ -18,45 +18,56 @@ constexpr std::uint32_t as_word(SlotState s) noexcept {
 
 void ParentSlot::reset_for_launch() noexcept {
     // Before the launch: the new worker may attach (and publish its pid) at once.
-    h_->completed.store(0);
-    h_->response_bytes.store(0);
+    for (BufferHeader& buffer : h_->buffers) {
+        buffer.completed.store(0);
+        buffer.response_bytes.store(0);
+        buffer.posted.store(0);
+        buffer.state.store(as_word(SlotState::free));
+    }
     h_->item_started_ns.store(0);
     h_->start_failure.store(0);
     h_->ready_pid.store(0);
     h_->attached_pid.store(0);
     h_->worker_sleeping.store(0);
-    h_->state.store(as_word(SlotState::free), std::memory_order_seq_cst);
+    h_->doorbell.store(0, std::memory_order_seq_cst);
 }
 
-void ParentSlot::post(std::uint32_t request_bytes, std::uint64_t now_ns) noexcept {
-    h_->request_bytes.store(request_bytes, std::memory_order_relaxed);
-    h_->item_started_ns.store(now_ns, std::memory_order_relaxed);
-    // seq_cst with the worker's store of worker_sleeping before its futex wait: either it sees
-    // queued and does not sleep, or we see it sleeping and wake it.
-    h_->state.store(as_word(SlotState::queued), std::memory_order_seq_cst);
-    if (h_->worker_sleeping.load(std::memory_order_seq_cst)) sys::futex_wake(&h_->state, 1);
+// After a state change the worker must see: bump the doorbell (seq_cst with the worker's store
+// of worker_sleeping before its futex wait: either it sees the change and does not sleep, or
+// we see it sleeping and wake it).
+void ParentSlot::ring() noexcept {
+    h_->doorbell.fetch_add(1, std::memory_order_seq_cst);
+    if (h_->worker_sleeping.load(std::memory_order_seq_cst)) sys::futex_wake(&h_->doorbell, 1);
+}
+
+void ParentSlot::post(std::uint32_t request_bytes, std::uint32_t posted,
+                      std::uint64_t now_ns) noexcept {
+    buffer_->request_bytes.store(request_bytes, std::memory_order_relaxed);
+    buffer_->posted.store(posted, std::memory_order_relaxed);
+    if (now_ns != 0) h_->item_started_ns.store(now_ns, std::memory_order_relaxed);
+    buffer_->state.store(as_word(SlotState::queued), std::memory_order_seq_cst);
+    ring();
 }
 
 bool ParentSlot::try_reclaim() noexcept {
     std::uint32_t expected = as_word(SlotState::queued);
-    return h_->state.compare_exchange_strong(expected, as_word(SlotState::free),
-                                             std::memory_order_acq_rel);
+    return buffer_->state.compare_exchange_strong(expected, as_word(SlotState::free),
+                                                  std::memory_order_acq_rel);
 }
 
 void ParentSlot::release(bool retire) noexcept {
-    h_->item_started_ns.store(0, std::memory_order_relaxed);
-    h_->state.store(as_word(retire ? SlotState::shutdown : SlotState::free),
-                    std::memory_order_seq_cst);
-    // A worker asleep on `done` may sleep on through `free`: the next post() wakes it.
-    if (retire) sys::futex_wake(&h_->state, 1);
+    buffer_->state.store(as_word(retire ? SlotState::shutdown : SlotState::free),
+                         std::memory_order_seq_cst);
+    // A worker asleep while this buffer was done sleeps on through free: the next post wakes it.
+    if (retire) ring();
 }
 
 bool ParentSlot::order_shutdown() noexcept {
     std::uint32_t expected = as_word(SlotState::free);
-    if (!h_->state.compare_exchange_strong(expected, as_word(SlotState::shutdown),
-                                           std::memory_order_seq_cst))
+    if (!buffer_->state.compare_exchange_strong(expected, as_word(SlotState::shutdown),
+                                                std::memory_order_seq_cst))
         return false;
-    sys::futex_wake(&h_->state, 1);
+    ring();
     return true;
 }
 
@@ -65,9 +76,9 @@ ChunkProgress ParentSlot::progress() const noexcept {
     const SlotState s = state();
     p.claimed = s == SlotState::running || s == SlotState::done;
     if (!p.claimed) return p;
-    p.completed = h_->completed.load(std::memory_order_acquire);
-    p.response_bytes = std::min(h_->response_bytes.load(std::memory_order_acquire), capacity_);
-    p.busy_ns = h_->chunk_busy_ns.load(std::memory_order_relaxed);
+    p.completed = buffer_->completed.load(std::memory_order_acquire);
+    p.response_bytes = std::min(buffer_->response_bytes.load(std::memory_order_acquire), capacity_);
+    p.busy_ns = buffer_->chunk_busy_ns.load(std::memory_order_relaxed);
     return p;
 }
 
@@ -76,51 +87,65 @@ void WorkerSlot::report_start_failure(StartFailure why, std::string_view error_p
     (void)out.put(RecordKind::error,
                   error_payload.substr(
                       0, std::min<std::size_t>(error_payload.size(), capacity_ - record_overhead)));
-    h_->response_bytes.store(out.used(), std::memory_order_relaxed);
+    buffer_->response_bytes.store(out.used(), std::memory_order_relaxed);
     h_->start_failure.store(static_cast<std::uint32_t>(why), std::memory_order_release);
 }
 
-SlotState WorkerSlot::wait_for_work(std::uint64_t spin_ns) noexcept {
-    auto idle = [](std::uint32_t s) {
-        return s == as_word(SlotState::free) || s == as_word(SlotState::done);
+Work WorkerSlot::wait_for_work(std::uint64_t spin_ns) noexcept {
+    // What the buffers hold: shutdown first, else the queued chunk posted first (a difference
+    // of post counts, so that their wrapping around does not matter).
+    auto look = [this]() -> Work {
+        const auto s0 = h_->buffers[0].state.load(std::memory_order_acquire);
+        const auto s1 = h_->buffers[1].state.load(std::memory_order_acquire);
+        if (s0 == as_word(SlotState::shutdown) || s1 == as_word(SlotState::shutdown))
+            return {SlotState::shutdown, 0};
+        const bool q0 = s0 == as_word(SlotState::queued);
+        const bool q1 = s1 == as_word(SlotState::queued);
+        if (q0 && q1) {
+            const auto older = static_cast<std::int32_t>(h_->buffers[1].posted.load() -
+                                                         h_->buffers[0].posted.load());
+            return {SlotState::queued, older < 0 ? 1u : 0u};
+        }
+        if (q0 || q1) return {SlotState::queued, q0 ? 0u : 1u};
+        return {SlotState::free, 0};
     };
     for (;;) {
         // Spin a little (a hot pool answers in well under a microsecond), then sleep on the
-        // state word until the parent moves it.
-        std::uint32_t s = h_->state.load(std::memory_order_acquire);
-        if (spin_ns != 0 && idle(s)) {
+        // doorbell until the parent rings it.
+        const std::uint32_t bell = h_->doorbell.load(std::memory_order_seq_cst);
+        Work work = look();
+        if (work.state != SlotState::free) return work;
+        if (spin_ns != 0) {
             const std::uint64_t until = sys::monotonic_ns() + spin_ns;
-            for (unsigned i = 1; idle(s); ++i) {
+            for (unsigned i = 1; h_->doorbell.load(std::memory_order_acquire) == bell; ++i) {
                 sys::cpu_relax();
-                s = h_->state.load(std::memory_order_acquire);
                 if (i % 64 == 0 && sys::monotonic_ns() > until) break;
             }
+            if (h_->doorbell.load(std::memory_order_acquire) != bell) continue;
         }
-        if (idle(s)) {
-            h_->worker_sleeping.store(1, std::memory_order_seq_cst);
-            if (h_->state.load(std::memory_order_seq_cst) == s)
-                sys::futex_wait(&h_->state, s, nullptr);
-            h_->worker_sleeping.store(0, std::memory_order_relaxed);
-            continue;
-        }
-        if (s == as_word(SlotState::queued) || s == as_word(SlotState::shutdown))
-            return static_cast<SlotState>(s);
+        h_->worker_sleeping.store(1, std::memory_order_seq_cst);
+        work = look();
+        if (work.state == SlotState::free) sys::futex_wait(&h_->doorbell, bell, nullptr);
+        h_->worker_sleeping.store(0, std::memory_order_relaxed);
+        if (work.state != SlotState::free) return work;
     }
 }
 
-bool WorkerSlot::claim() noexcept {
+bool WorkerSlot::claim(unsigned b, bool timeouts) noexcept {
+    use(b);
+    if (timeouts) h_->item_started_ns.store(sys::monotonic_ns(), std::memory_order_release);
     // The response counters belong to the worker: reset before the chunk is ours, so that the
     // parent never sees the last chunk's counts for this one.
-    h_->completed.store(0, std::memory_order_relaxed);
-    h_->response_bytes.store(0, std::memory_order_relaxed);
+    buffer_->completed.store(0, std::memory_order_relaxed);
+    buffer_->response_bytes.store(0, std::memory_order_relaxed);
     std::uint32_t expected = as_word(SlotState::queued);
-    return h_->state.compare_exchange_strong(expected, as_word(SlotState::running),
-                                             std::memory_order_acq_rel);
+    return buffer_->state.compare_exchange_strong(expected, as_word(SlotState::running),
+                                                  std::memory_order_acq_rel);
 }
 
 void WorkerSlot::publish(std::uint64_t busy_ns) noexcept {
-    h_->chunk_busy_ns.store(busy_ns, std::memory_order_relaxed);
-    h_->state.store(as_word(SlotState::done), std::memory_order_seq_cst);
+    buffer_->chunk_busy_ns.store(busy_ns, std::memory_order_relaxed);
+    buffer_->state.store(as_word(SlotState::done), std::memory_order_seq_cst);
 }
 
 }  // namespace shmpool::detail

@@ -111,8 +111,9 @@ int worker_main() {
                            .max_result_bytes = h.max_result_bytes};
     const bool measure = h.measure_busy != 0;
     for (;;) {
-        if (slot.wait_for_work(h.worker_spin_ns) == SlotState::shutdown) return 0;
-        if (!slot.claim()) continue;  // the parent took it back first
+        const Work work = slot.wait_for_work(h.worker_spin_ns);
+        if (work.state == SlotState::shutdown) return 0;
+        if (!slot.claim(work.buffer, rules.timeouts)) continue;  // the parent took it back first
         run_chunk(slot, rules, measure ? monotonic_ns() : 0);
         bell.ring_from_worker();
     }

@@ -48,24 +48,32 @@ TEST(ControlBlockLayout, TheHeaderHasVersionThreesGoldenBytes) {
               "34120000000000000000004000000000"
               "0000000000000000");
     EXPECT_EQ(sizeof(ControlHeader), 256u);
-    EXPECT_EQ(control_size(2, 4096), 256u + 2 * (64u + 2 * 4096u));
+    // Each slot: its header, then per buffer a request area and a response area.
+    EXPECT_EQ(control_size(2, 4096), 256u + 2 * (128u + 4 * 4096u));
     const ControlView view(block.data());
-    EXPECT_EQ(reinterpret_cast<std::byte*>(&view.slot(1)) - block.data(), 256 + 64 + 2 * 4096);
-    EXPECT_EQ(view.request(0) - block.data(), 256 + 64);
+    EXPECT_EQ(reinterpret_cast<std::byte*>(&view.slot(1)) - block.data(), 256 + 128 + 4 * 4096);
+    EXPECT_EQ(view.request(0) - block.data(), 256 + 128);
     EXPECT_EQ(view.response(0) - view.request(0), 4096);
+    EXPECT_EQ(view.request(0, 1) - view.request(0), 2 * 4096);
+    EXPECT_EQ(view.response(0, 1) - view.request(0, 1), 4096);
 }
 
 TEST(ControlBlockLayout, TheSlotHeaderHasVersionThreesOffsets) {
-    EXPECT_EQ(offsetof(SlotHeader, state), 0u);
+    EXPECT_EQ(offsetof(SlotHeader, doorbell), 0u);
     EXPECT_EQ(offsetof(SlotHeader, worker_sleeping), 4u);
-    EXPECT_EQ(offsetof(SlotHeader, completed), 8u);
-    EXPECT_EQ(offsetof(SlotHeader, request_bytes), 12u);
-    EXPECT_EQ(offsetof(SlotHeader, response_bytes), 16u);
-    EXPECT_EQ(offsetof(SlotHeader, attached_pid), 20u);
-    EXPECT_EQ(offsetof(SlotHeader, ready_pid), 24u);
-    EXPECT_EQ(offsetof(SlotHeader, start_failure), 28u);
-    EXPECT_EQ(offsetof(SlotHeader, item_started_ns), 32u);
-    EXPECT_EQ(offsetof(SlotHeader, chunk_busy_ns), 40u);
+    EXPECT_EQ(offsetof(SlotHeader, attached_pid), 8u);
+    EXPECT_EQ(offsetof(SlotHeader, ready_pid), 12u);
+    EXPECT_EQ(offsetof(SlotHeader, start_failure), 16u);
+    EXPECT_EQ(offsetof(SlotHeader, item_started_ns), 24u);
+    EXPECT_EQ(offsetof(SlotHeader, buffers), 64u);
+    EXPECT_EQ(sizeof(SlotHeader), 128u);
+    EXPECT_EQ(offsetof(BufferHeader, state), 0u);
+    EXPECT_EQ(offsetof(BufferHeader, completed), 4u);
+    EXPECT_EQ(offsetof(BufferHeader, request_bytes), 8u);
+    EXPECT_EQ(offsetof(BufferHeader, response_bytes), 12u);
+    EXPECT_EQ(offsetof(BufferHeader, posted), 16u);
+    EXPECT_EQ(offsetof(BufferHeader, chunk_busy_ns), 24u);
+    EXPECT_EQ(sizeof(BufferHeader), 32u);
     EXPECT_EQ(static_cast<unsigned>(SlotState::queued), 1u);
     EXPECT_EQ(static_cast<unsigned>(SlotState::shutdown), 4u);
 }

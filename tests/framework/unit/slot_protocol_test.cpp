@@ -1,6 +1,6 @@
 // The slot protocol in one process: a thread plays the worker against the parent's side, through
-// the same futex hand-over as between processes, including the reclaim-versus-claim race that
-// double-buffered slots rely on.
+// the same futex hand-over as between processes: both buffers, the older queued chunk first, and
+// the reclaim-versus-claim race that lets an idle worker take a chunk queued behind a busy one.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -25,7 +25,7 @@ class OneSlot : public ::testing::Test {
         format_control_block(block_.data(), {.workers = 1, .slot_bytes = 4096, .initializer = ""});
         view_ = ControlView(block_.data());
     }
-    ParentSlot parent() { return ParentSlot(view_, 0); }
+    ParentSlot parent(unsigned b = 0) { return ParentSlot(view_, 0, b); }
     WorkerSlot worker() { return WorkerSlot(view_, 0); }
     std::vector<std::byte> block_;
     ControlView view_;
@@ -36,8 +36,10 @@ TEST_F(OneSlot, AChunkGoesFromPostThroughClaimAndPublishBackToFree) {
     p.reset_for_launch();
     std::thread w([&] {
         WorkerSlot slot = worker();
-        ASSERT_EQ(slot.wait_for_work(0), SlotState::queued);  // asleep until posted
-        ASSERT_TRUE(slot.claim());
+        const Work work = slot.wait_for_work(0);  // asleep until posted
+        ASSERT_EQ(work.state, SlotState::queued);
+        ASSERT_EQ(work.buffer, 0u);
+        ASSERT_TRUE(slot.claim(work.buffer));
         RecordWriter out(slot.response_area(), slot.capacity());
         ASSERT_TRUE(out.put(RecordKind::value, "42"));
         slot.note_response(out.used(), 1);
@@ -46,7 +48,7 @@ TEST_F(OneSlot, AChunkGoesFromPostThroughClaimAndPublishBackToFree) {
     });
     Bell bell(view_.header());
     const std::uint32_t seen = bell.seen();
-    p.post(10, 1);
+    p.post(10, 1, 1);
     while (!p.finished()) {  // sleeps on the bell the worker rings: no timing
         const timespec backstop{1, 0};
         bell.sleep(seen, &backstop);
@@ -75,7 +77,7 @@ TEST_F(OneSlot, ReclaimAndClaimRacingForAQueuedChunkExactlyOneWins) {
         for (int i = 0; i < rounds; ++i) {
             while (round.load(std::memory_order_acquire) < i) {
             }
-            if (slot.claim()) {
+            if (slot.claim(0)) {
                 ++claimed;
                 slot.publish(0);
             }
@@ -83,7 +85,7 @@ TEST_F(OneSlot, ReclaimAndClaimRacingForAQueuedChunkExactlyOneWins) {
     });
     int reclaimed = 0;
     for (int i = 0; i < rounds; ++i) {
-        p.post(10, 1);
+        p.post(10, static_cast<std::uint32_t>(i + 1), 1);
         round.store(i, std::memory_order_release);  // both race now
         if (p.try_reclaim()) {
             ++reclaimed;
@@ -103,10 +105,10 @@ TEST_F(OneSlot, ReclaimAndClaimRacingForAQueuedChunkExactlyOneWins) {
 TEST_F(OneSlot, AChunkReclaimedBeforeItWasClaimedIsNeverRunAndTheWorkerWaitsForTheNext) {
     ParentSlot p = parent();
     p.reset_for_launch();
-    p.post(10, 1);
+    p.post(10, 1, 1);
     ASSERT_TRUE(p.try_reclaim());
     WorkerSlot w = worker();
-    EXPECT_FALSE(w.claim());  // what the worker finds when it wakes late
+    EXPECT_FALSE(w.claim(0));  // what the worker finds when it wakes late
     EXPECT_EQ(p.state(), SlotState::free);
     EXPECT_FALSE(p.progress().claimed);
     EXPECT_FALSE(p.try_reclaim());  // nothing queued any more
@@ -118,7 +120,7 @@ TEST_F(OneSlot, AnIdleWorkerAsleepIsWokenToShutDown) {
     std::atomic<bool> asleep{false};
     std::thread w([&] {
         asleep = true;
-        EXPECT_EQ(worker().wait_for_work(0), SlotState::shutdown);
+        EXPECT_EQ(worker().wait_for_work(0).state, SlotState::shutdown);
     });
     while (!asleep.load()) {
     }
@@ -130,10 +132,10 @@ TEST_F(OneSlot, AnIdleWorkerAsleepIsWokenToShutDown) {
 TEST_F(OneSlot, ADeadWorkersSlotTellsWhatItFinished) {
     ParentSlot p = parent();
     p.reset_for_launch();
-    p.post(10, 1);
+    p.post(10, 1, 1);
     EXPECT_FALSE(p.progress().claimed);  // died before claiming: nothing ran
     WorkerSlot w = worker();
-    ASSERT_TRUE(w.claim());
+    ASSERT_TRUE(w.claim(0));
     w.note_response(17, 3);  // three items done, then the worker "dies" on the fourth
     const ChunkProgress progress = p.progress();
     EXPECT_TRUE(progress.claimed);
@@ -154,6 +156,70 @@ TEST_F(OneSlot, AStartFailureLeavesItsReasonAndErrorForTheParent) {
     RecordReader::Record r;
     ASSERT_TRUE(in.next(r));
     EXPECT_EQ(read_error_payload(r.bytes).message, "no");
+}
+
+TEST_F(OneSlot, TheWorkerRunsTheOlderOfTwoQueuedChunksFirstWhicheverBufferItIsIn) {
+    ParentSlot p0 = parent(0);
+    ParentSlot p1 = parent(1);
+    p0.reset_for_launch();
+    WorkerSlot w = worker();
+    p1.post(10, 7, 1);  // posted first, into buffer 1
+    p0.post(10, 8, 0);
+    Work work = w.wait_for_work(0);
+    EXPECT_EQ(work.state, SlotState::queued);
+    EXPECT_EQ(work.buffer, 1u);
+    ASSERT_TRUE(w.claim(1));
+    w.publish(0);
+    work = w.wait_for_work(0);  // the other is still queued: no sleep
+    EXPECT_EQ(work.buffer, 0u);
+    // Post counts wrap around: the difference decides, not the value.
+    p1.release(false);
+    p1.post(10, 0, 0);  // posted after 0xffffffff in buffer 0
+    p0.try_reclaim();
+    p0.post(10, 0xffffffffu, 0);
+    EXPECT_EQ(w.wait_for_work(0).buffer, 0u);
+}
+
+TEST_F(OneSlot, AChunkQueuedBehindARunningOneIsTakenBackOrRunExactlyOnce) {
+    // The worker runs buffer 0's chunk, then goes for buffer 1's while the parent tries to take
+    // it back for an idle worker: every round, exactly one of them gets it.
+    ParentSlot p0 = parent(0);
+    ParentSlot p1 = parent(1);
+    p0.reset_for_launch();
+    constexpr int rounds = 5000;
+    std::atomic<int> ran_second{0};
+    std::atomic<int> done_rounds{0};
+    std::thread w([&] {
+        WorkerSlot slot = worker();
+        for (;;) {
+            const Work work = slot.wait_for_work(100000);
+            if (work.state == SlotState::shutdown) return;
+            if (!slot.claim(work.buffer)) continue;
+            if (work.buffer == 1) ++ran_second;
+            slot.publish(0);
+        }
+    });
+    int reclaimed = 0;
+    std::uint32_t posted = 0;
+    for (int i = 0; i < rounds; ++i) {
+        p0.post(10, ++posted, 1);
+        p1.post(10, ++posted, 0);
+        while (!p0.finished()) {  // the worker runs the older first
+        }
+        if (p1.try_reclaim()) {
+            ++reclaimed;
+        } else {
+            while (!p1.finished()) {
+            }
+            p1.release(false);
+        }
+        p0.release(false);
+        ++done_rounds;
+    }
+    ASSERT_TRUE(p0.order_shutdown());
+    w.join();
+    EXPECT_EQ(reclaimed + ran_second.load(), rounds);  // never both, never neither
+    RecordProperty("reclaimed", reclaimed);
 }
 
 TEST_F(OneSlot, TheBellWakesASleeperAndNeverLosesARing) {

@@ -67,7 +67,8 @@ struct PoolStats {
     std::size_t cancelled = 0;        ///< running tasks killed by a hard cancel
     std::size_t recycled_tasks = 0;   ///< workers replaced after max_tasks_per_worker
     std::size_t recycled_memory = 0;  ///< workers replaced after max_memory_per_worker
-    double busy_seconds = 0;          ///< with measure_busy: time workers spent on completed chunks
+    std::size_t reclaimed = 0;  ///< chunks queued behind a busy worker, taken back for an idle one
+    double busy_seconds = 0;    ///< with measure_busy: time workers spent on completed chunks
 };
 
 /// The name of a registered task (any Task<Fn> converts to it), e.g. for PoolOptions::initializer.
@@ -115,9 +116,10 @@ struct PoolOptions {
     unsigned max_start_failures = 5;
     /// After SIGTERM, how long a worker has before SIGKILL.
     std::chrono::milliseconds kill_grace{200};
-    /// Bytes of arguments, and of results, one chunk carries in place (per worker, each way);
-    /// 4 KiB to 1 GiB, rounded up to a multiple of 64. A tuning knob, not a limit: an item's
-    /// arguments or result that does not fit travels in a block of its own (docs/pool.md).
+    /// Bytes of arguments, and of results, one chunk carries in place (each way); 4 KiB to 1 GiB,
+    /// rounded up to a multiple of 64. A worker's slot holds two chunks (one running, the next
+    /// queued), so it takes 4 × slot_bytes of shared memory. A tuning knob, not a limit: an
+    /// item's arguments or result that does not fit travels in a block of its own (docs/pool.md).
     std::size_t slot_bytes = std::size_t{256} << 10;
     /// The largest result one item may return, as encoded (a std::string of n bytes is n + 8); a
     /// bigger one fails that item with a TaskError of type std::length_error (the worker never

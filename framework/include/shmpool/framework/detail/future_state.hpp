@@ -42,6 +42,7 @@ class FutureState : public ResultSink {
         return stage_.compare_exchange_strong(expected, started_stage) || expected == started_stage;
     }
     bool kill_requested() const noexcept override { return kill_.load(std::memory_order_acquire); }
+    bool cancellable() const noexcept override { return true; }
     void bind(const std::shared_ptr<const PoolLink>& link) override { link_ = link; }
 
     bool cancel(bool hard) {

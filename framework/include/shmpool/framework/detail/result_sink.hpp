@@ -61,6 +61,9 @@ class ResultSink {
     virtual std::size_t submitted_index(std::size_t index) const noexcept { return index; }
     /// Whether the caller asked to kill the item's worker (a hard cancel of a running task).
     virtual bool kill_requested() const noexcept { return false; }
+    /// Whether its items may be cancelled before they run (a Future): they are then never
+    /// queued behind a running chunk, where a worker could claim them after a cancel.
+    virtual bool cancellable() const noexcept { return false; }
     /// The pool it was submitted to (a future uses it to wake and to help the pool).
     virtual void bind(const std::shared_ptr<const PoolLink>& /*link*/) {}
     /// The pool will report the job's progress: its caller waits for the final report too.
