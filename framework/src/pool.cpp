@@ -95,7 +95,8 @@ Pool::Pool(PoolOptions options) {
              std::chrono::duration_cast<std::chrono::nanoseconds>(o.idle_spin).count()),
          .initializer = o.initializer.name,
          .parent_pid = ::getpid(),
-         .max_result_bytes = o.max_result_bytes});
+         .max_result_bytes = o.max_result_bytes,
+         .prefault_shared_blocks = o.prefault_shared_blocks});
     m.view = detail::ControlView(m.block.data());
     m.bell.emplace(m.view.header());
     m.watcher.emplace([&m] { m.bell->ring(); });

@@ -2,6 +2,7 @@
 // order with the small ones, bounded by max_result_bytes, and no block outlives a crash.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <string>
 #include <tuple>
@@ -132,6 +133,22 @@ TEST(PoolBigItems, AWorkerKilledAfterABigResultDeliversItAndLeavesNoBlock) {
     EXPECT_EQ(seen, 1u);
     EXPECT_EQ(pool.submit(big_then_die_task, 2).get(), "aa");
     EXPECT_TRUE(item_blocks().empty());
+}
+
+TEST(PoolPrefault, WorkersMapEveryPageOfTheSharedBlocksOnlyWhenAskedTo) {
+    // Sparse blocks: a page exists only once someone touches it, so residency tells whether the
+    // worker pre-faulted its mapping.
+    const std::size_t size = std::size_t{4} << 20;
+    auto sparse = shmpool::SharedMemory::create(size, {.reserve = false});
+    auto other = shmpool::SharedMemory::create(size, {.reserve = false});
+    shmpool::test::Unlinker u{sparse.name(), other.name()};
+    const std::size_t pages = size / static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    {
+        Pool pool({.workers = 1, .shared_blocks = {sparse.name()}, .prefault_shared_blocks = true});
+        EXPECT_EQ(pool.submit(resident_pages_task, sparse.name()).get(), pages);
+    }
+    Pool pool({.workers = 1, .shared_blocks = {other.name()}});
+    EXPECT_EQ(pool.submit(resident_pages_task, other.name()).get(), 0u);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <array>
@@ -14,6 +15,7 @@
 #include <numeric>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -140,6 +142,20 @@ inline int counted_gated(const std::string& counters, const std::string& gate, i
     return x * 10;
 }
 SHMPOOL_TASK(counted_gated_task, counted_gated);
+
+/// How many pages of shared block `name` exist in memory (mincore), as this worker sees it.
+inline std::size_t resident_pages(const std::string& name) {
+    const SharedMemory& block = shared_block(name);
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    std::vector<unsigned char> resident((block.mapped_size() + page - 1) / page);
+    if (::mincore(block.data(), block.mapped_size(), resident.data()) != 0)
+        throw std::system_error(errno, std::generic_category(), "mincore");
+    std::size_t n = 0;
+    for (unsigned char r : resident)
+        n += r & 1u;
+    return n;
+}
+SHMPOOL_TASK(resident_pages_task, resident_pages);
 
 /// Arrives at the gate (without waiting) and returns x.
 inline int arrive(const std::string& gate, int x) {

@@ -16,6 +16,7 @@ void format_control_block(std::byte* base, const ControlSettings& settings) noex
     h.worker_spin_ns = settings.worker_spin_ns;
     h.parent_pid = settings.parent_pid;
     h.max_result_bytes = settings.max_result_bytes;
+    h.prefault_shared_blocks = settings.prefault_shared_blocks ? 1 : 0;
     const std::size_t n = std::min(settings.initializer.size(), sizeof h.initializer - 1);
     std::memcpy(h.initializer, settings.initializer.data(), n);
     h.prefix.layout_version = control_layout_version;

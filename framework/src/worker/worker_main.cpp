@@ -32,10 +32,11 @@ constexpr int exit_refused = 3;    // the block is not a control block of this l
 constexpr int exit_not_ready = 4;  // the shared blocks or the initializer failed
 
 // The blocks shared with the pool ('/'-separated names): attached once, here, for good.
-void attach_shared_blocks(std::string_view names) {
+void attach_shared_blocks(std::string_view names, bool prefault) {
     while (!names.empty()) {
         const auto slash = names.find('/');  // '/' cannot appear in a block name
-        shmpool::shared_block(names.substr(0, slash));
+        const SharedMemory& block = shmpool::shared_block(names.substr(0, slash));
+        if (prefault) block.prefault();
         names = slash == std::string_view::npos ? std::string_view{} : names.substr(slash + 1);
     }
 }
@@ -88,7 +89,7 @@ int worker_main() {
                                 std::max<std::uint32_t>(1, view.header().threads_per_worker));
     if (const char* shared = std::getenv("SHMPOOL_BLOCKS"); shared && *shared) {
         try {
-            attach_shared_blocks(shared);
+            attach_shared_blocks(shared, view.header().prefault_shared_blocks != 0);
         } catch (...) {
             slot.report_start_failure(StartFailure::shared_blocks, current_error_payload());
             return exit_not_ready;

@@ -43,7 +43,7 @@ TEST(ControlBlockLayout, TheHeaderHasVersionThreesGoldenBytes) {
               "02000000001000000000000000000000"
               "00000000010000000300000000000000"
               "204e000000000000696e697400000000");
-    // ... | parent_pid 0x1234, unused 0 | max_result_bytes 1 GiB | padding
+    // ... | parent_pid 0x1234, prefault_shared_blocks 0 | max_result_bytes 1 GiB | padding
     EXPECT_EQ(hex(block.data() + 184, 24),
               "34120000000000000000004000000000"
               "0000000000000000");
