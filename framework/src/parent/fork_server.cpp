@@ -50,8 +50,11 @@ ForkServer::~ForkServer() {
 
 void ForkServer::stop() noexcept {
     std::lock_guard lock(mutex_);
-    socket_.reset();  // the server's loop ends at the EOF, if the kill below is not first
-    server_.reset();  // SIGKILL and reap
+    // At the EOF, the server reaps its spare and exits: nothing of it is left dying in the
+    // background when the pool is gone. One that does not is killed.
+    socket_.reset();
+    if (server_) (void)sys::poll_one(server_->pidfd(), POLLIN, exit_grace_ms);
+    server_.reset();  // SIGKILL (if still there) and reap
 }
 
 pid_t ForkServer::pid() const {
