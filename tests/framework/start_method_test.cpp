@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "gate.hpp"
+#include "shmpool/framework/pipeline.hpp"
 #include "shmpool/framework/pool.hpp"
 #include "shmpool/framework/shared_array.hpp"
 #include "tasks.hpp"
@@ -328,6 +329,27 @@ TEST_P(StartMethods, ThePoolsOptionsEnvironmentAndSharedBlocksReachTheWorkers) {
     // Neither a worker nor its own children are servers or workers.
     EXPECT_EQ(pool.submit(variable_task, std::string("SHMPOOL_ROLE")).get(), "<unset>");
     EXPECT_EQ(pool.submit(variable_task, std::string("SHMPOOL_FORK_SERVER_FD")).get(), "<unset>");
+}
+
+TEST_P(StartMethods, APipelinesStagesStartTheirWorkersThatWayToo) {
+    shmpool::Pipeline p({.start_method = method()});
+    long next = 0;
+    long sum = 0;
+    std::size_t count = 0;
+    p.source([&]() -> std::optional<long> {
+         if (next == 300) return std::nullopt;
+         return next++;
+     })
+        .stage(twice_task, shmpool::StageMode::parallel, 2)
+        .stage(twice_task, shmpool::StageMode::serial_in_order)
+        .sink([&](long v) {
+            sum += v;
+            ++count;
+        });
+    const shmpool::PipelineStats stats = p.run();
+    EXPECT_EQ(stats.failed, 0u);
+    EXPECT_EQ(count, 300u);
+    EXPECT_EQ(sum, 4L * 300 * 299 / 2);
 }
 
 INSTANTIATE_TEST_SUITE_P(BothMethods, StartMethods,
