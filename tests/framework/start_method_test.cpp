@@ -431,6 +431,34 @@ TEST(ForkServer, KilledOverAndOverThePoolAlwaysComesBackOrFailsClearly) {
     EXPECT_EQ(pool.stats().tasks_failed, 0u);
 }
 
+TEST(ForkServer, KilledAsItStartsItIsStartedOnceMoreAndThePoolComesUp) {
+    Gate gate = Gate::create(shmpool::test::start_gate_name());
+    gate.state().deaths_left = 1;  // the first server dies at the gate, before shmpool::init
+    gate.state().death_signal = SIGKILL;
+    Pool pool({.workers = 2, .start_method = StartMethod::fork_server});
+    EXPECT_EQ(pool.map(square_task, iota(20), 1).back(), 19 * 19);
+    EXPECT_LE(gate.state().deaths_left.load(), 0);
+    EXPECT_EQ(pool.stats().start_failures, 0u) << "no worker died: the server did";
+}
+
+TEST(ForkServer, KilledAtEveryStartPoolCreationFailsNamingTheServer) {
+    Gate gate = Gate::create(shmpool::test::start_gate_name());
+    gate.state().deaths_left = 1'000'000;
+    gate.state().death_signal = SIGKILL;
+    try {
+        Pool pool({.workers = 2, .start_method = StartMethod::fork_server});
+        ADD_FAILURE() << "the pool started";
+    } catch (const shmpool::ForkServerDied& e) {
+        EXPECT_EQ(e.status().signal, SIGKILL);
+        EXPECT_TRUE(shmpool::test::wait_for_exit(e.pid(), 1s));
+        const std::string what = e.what();
+        EXPECT_NE(what.find(std::to_string(e.pid())), std::string::npos) << what;
+        EXPECT_NE(what.find("killed by SIGKILL"), std::string::npos) << what;
+        EXPECT_EQ(what.find("shmpool::init(argc, argv) first?"), std::string::npos)
+            << "a signal may come from outside: no guess about the program";
+    }
+}
+
 TEST(ForkServer, AProgramThatNeverRunsTheServerFailsCreationNamingIt) {
     try {
         Pool pool({.workers = 1,

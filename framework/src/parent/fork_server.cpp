@@ -177,12 +177,21 @@ ForkServer::Worker ForkServer::spawn(const std::vector<std::string>& environment
             fmt::format("a worker's environment for the fork server takes {} bytes, more than {}",
                         request.size(), fork_protocol::max_request_bytes));
     std::lock_guard lock(mutex_);
-    // A server that dies during the request is replaced once; the replacement dying as well is
-    // no accident to retry.
+    // A server that dies during the request, or is killed as it starts, is replaced once; the
+    // replacement dying as well is no accident to retry.
     for (int attempt = 0; attempt < 2; ++attempt) {
         if (!alive()) {
             retire();
-            start();
+            try {
+                start();
+            } catch (const ForkServerDied& e) {
+                // Killed as it started (a signal from outside, not its own exit or error): once
+                // more, as a worker killed during its start-up is replaced.
+                if (attempt > 0 || !e.status().signalled()) throw;
+                last_pid_ = e.pid();
+                last_status_ = e.status();
+                continue;
+            }
         }
         if (sys::send_message(socket_.get(), request.data(), request.size(), stderr_fd) < 0) {
             if (errno != EPIPE && errno != ECONNRESET && errno != ECONNREFUSED)
