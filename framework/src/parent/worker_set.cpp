@@ -44,7 +44,7 @@ WorkerSet::WorkerSet(const ControlView& view, const PoolOptions& options, Launch
       records_(view.workers()) {
     if (options.start_method == StartMethod::fork_server) {
         // The server's environment is what every worker it forks inherits; each request adds
-        // the worker's own variables (worker_variables below).
+        // the worker's own variables (`own` in launch()).
         std::vector<std::string> env = launch_.environment;
         for (std::string& var : env) {
             if (var.starts_with("SHMPOOL_ROLE=")) var = "SHMPOOL_ROLE=fork_server";
