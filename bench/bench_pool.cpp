@@ -5,6 +5,7 @@
 #include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -16,9 +17,11 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -230,6 +233,65 @@ void pool_startup_2_workers(benchmark::State& state) {
     }
 }
 
+// The start methods (PoolOptions::start_method), range(0): 0 = exec, 1 = fork_server.
+shmpool::StartMethod start_method(const benchmark::State& state) {
+    return state.range(0) == 0 ? shmpool::StartMethod::exec : shmpool::StartMethod::fork_server;
+}
+
+// Start-up to the first result: the constructor (range(1) workers ready), then one submit→get.
+void pool_startup_first_result(benchmark::State& state) {
+    const auto workers = static_cast<unsigned>(state.range(1));
+    for (auto _ : state) {
+        auto t0 = std::chrono::steady_clock::now();
+        std::optional<shmpool::Pool> pool;
+        pool.emplace(shmpool::PoolOptions{.workers = workers, .start_method = start_method(state)});
+        benchmark::DoNotOptimize(pool->submit(nothing_task, 1).get());
+        state.SetIterationTime(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        pool.reset();
+    }
+}
+
+// Respawn: from a worker's SIGKILL (sent from here) to a result from its replacement. With one
+// worker, the task waits for the replacement to be ready: death noticed, the slot resolved, a new
+// worker started and attached, one round trip.
+void pool_respawn(benchmark::State& state) {
+    shmpool::Pool pool({.workers = 1, .start_method = start_method(state)});
+    pool.submit(nothing_task, 1).get();
+    for (auto _ : state) {
+        const pid_t victim = pool.worker_pids()[0];
+        auto t0 = std::chrono::steady_clock::now();
+        ::kill(victim, SIGKILL);
+        benchmark::DoNotOptimize(pool.submit(nothing_task, 1).get());
+        state.SetIterationTime(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+}
+
+// The floor of both: this program spawned range(0) times, each run ending at the top of main()
+// (dynamic loading and static initialisation, nothing else), and waited for.
+void spawn_floor(benchmark::State& state) {
+    const std::string self = "/proc/self/exe";
+    char* argv[] = {const_cast<char*>(self.c_str()), nullptr};
+    std::vector<std::string> env_strings{"SHMPOOL_BENCH_EXIT_AT_ONCE=1"};
+    for (char** e = environ; *e; ++e)
+        env_strings.emplace_back(*e);
+    std::vector<char*> env;
+    for (auto& e : env_strings)
+        env.push_back(e.data());
+    env.push_back(nullptr);
+    for (auto _ : state) {
+        auto t0 = std::chrono::steady_clock::now();
+        std::vector<pid_t> pids(static_cast<std::size_t>(state.range(0)));
+        for (pid_t& pid : pids)
+            ::posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv, env.data());
+        for (pid_t pid : pids)
+            ::waitpid(pid, nullptr, 0);
+        state.SetIterationTime(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+}
+
 void pool_shutdown_2_workers(benchmark::State& state) {
     for (auto _ : state) {
         std::optional<shmpool::Pool> pool;
@@ -314,8 +376,19 @@ BENCHMARK(pool_startup_2_workers)->Arg(256)->UseManualTime()->Unit(benchmark::kM
 BENCHMARK(pool_result_64mib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(20);
 BENCHMARK(memcpy_64mib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(20);
 BENCHMARK(pool_shutdown_2_workers)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(pool_startup_first_result)
+    ->Args({0, 2})
+    ->Args({1, 2})
+    ->Args({0, 8})
+    ->Args({1, 8})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(pool_respawn)->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(spawn_floor)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 int main(int argc, char** argv) {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): before any thread
+    if (std::getenv("SHMPOOL_BENCH_EXIT_AT_ONCE") != nullptr) return 0;  // spawn_floor's runs
     shmpool::init(argc, argv);
     ::benchmark::Initialize(&argc, argv);
     ::benchmark::RunSpecifiedBenchmarks();

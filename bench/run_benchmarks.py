@@ -210,6 +210,28 @@ def build_report(results):
               "pool_result_64mib/iterations:20", "memcpy_64mib/iterations:20", plot="64 MiB result vs memcpy",
               floor_target=1 / 0.7,
               target=lambda o, c, x: (x / o >= 0.7, f"{x / o:.2f}x memcpy's bandwidth (≥ 0.7x)"))
+    # The start methods (PoolOptions::start_method) against the floor of spawning the program
+    # (an exec that returns at the top of main()); in a run that measured them.
+    if "pool_startup_first_result/1/2/manual_time" in ours:
+        r.row("Pool start-up to the first result, 2 workers, exec (vs 2 spawns of the program)",
+              "pool_startup_first_result/0/2/manual_time", "spawn_floor/2/manual_time", plot=False)
+        r.row("Pool start-up to the first result, 2 workers, fork server (vs 2 spawns of the program)",
+              "pool_startup_first_result/1/2/manual_time", "spawn_floor/2/manual_time",
+              plot="start-up, fork server", floor_target=0.8,
+              target=lambda o, c, x: (o / x <= 0.8, f"{o / x:.2f}x two spawns (≤ 0.8x)"))
+        r.row("Pool start-up to the first result, 8 workers on 2 cores, exec",
+              "pool_startup_first_result/0/8/manual_time", plot=False)
+        r.row("Pool start-up to the first result, 8 workers on 2 cores, fork server",
+              "pool_startup_first_result/1/8/manual_time", plot=False)
+        r.row("Worker respawn, SIGKILL to a result from the new worker, exec (vs 1 spawn)",
+              "pool_respawn/0/manual_time", "spawn_floor/1/manual_time", plot=False)
+        r.row("Worker respawn, SIGKILL to a result from the new worker, fork server (vs 1 spawn)",
+              "pool_respawn/1/manual_time", "spawn_floor/1/manual_time",
+              plot="respawn, fork server", floor_target=0.3,
+              target=lambda o, c, x: (o / x <= 0.3, f"{o / x:.2f}x one spawn (≤ 0.3x)"))
+        r.row("  floor: the program spawned twice, to the top of main(), waited for",
+              "spawn_floor/2/manual_time")
+        r.row("  floor: the program spawned once", "spawn_floor/1/manual_time")
     ours["tbb_pipeline_floor"] = ours["tbb_pipeline_3_stages/iterations:5"]
     default_pipeline = ours["pipeline_3_stages/0/iterations:5"]
     r.row("Pipeline, 3 trivial stages, default options, per item (vs tbb::parallel_pipeline, 3 threads)",

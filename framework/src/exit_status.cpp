@@ -20,6 +20,16 @@ std::string to_string(const ExitStatus& status) {
     return fmt::format("exited with status {}", status.exit_code);
 }
 
+std::string_view to_string(StartMethod method) noexcept {
+    switch (method) {
+        case StartMethod::exec:
+            return "exec";
+        case StartMethod::fork_server:
+            return "fork_server";
+    }
+    return "unknown";
+}
+
 std::string_view to_string(ExitReason reason) noexcept {
     switch (reason) {
         case ExitReason::crashed:

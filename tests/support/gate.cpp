@@ -104,7 +104,10 @@ std::string start_gate_name() {
 void at_worker_start() noexcept {
     // NOLINTNEXTLINE(concurrency-mt-unsafe): before main() starts any thread
     const char* role = std::getenv("SHMPOOL_ROLE");
-    if (role == nullptr || std::string_view(role) != "worker") return;
+    // A pool's fork server passes here too (its workers, forked from it, do not).
+    if (role == nullptr ||
+        (std::string_view(role) != "worker" && std::string_view(role) != "fork_server"))
+        return;
     const std::string name = "shmpool_test_" + std::to_string(::getppid()) + "_startgate";
     if (::access(("/dev/shm/" + name).c_str(), F_OK) != 0) return;  // no gate: the usual case
     try {

@@ -65,8 +65,10 @@ class Gate {
 /// workers (whose parent is the test program) find it and the leak check covers it.
 std::string start_gate_name();
 
-/// Called in every worker of a test program before shmpool::init: if the test program holds a
-/// start-up gate, dies as it says or waits at it. Nothing when there is none or in the parent.
+/// Called in every worker of a test program before shmpool::init (and in a pool's fork server,
+/// which is exec'd as workers are; its forked workers never pass here): if the test program
+/// holds a start-up gate, dies as it says or waits at it. Nothing when there is none or in the
+/// parent.
 void at_worker_start() noexcept;
 
 }  // namespace shmpool::test

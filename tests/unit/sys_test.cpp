@@ -114,6 +114,62 @@ TEST_F(SysTest, EveryWrapperWithACallFailsAsInjected) {
     sys::inject_failure(Call::futex_wait, EINTR);
     EXPECT_EQ(sys::futex_wait(&word, 0, nullptr), -1);
     EXPECT_EQ(errno, EINTR);
+    sys::inject_failure(Call::socketpair, EMFILE);
+    EXPECT_EQ(sys::seqpacket_pair(fds), -1);
+    EXPECT_EQ(errno, EMFILE);
+    sys::inject_failure(Call::sendmsg, EPIPE);
+    EXPECT_EQ(sys::send_message(0, "x", 1, -1), -1);
+    EXPECT_EQ(errno, EPIPE);
+    int received = 7;
+    char byte = 0;
+    sys::inject_failure(Call::recvmsg, ECONNRESET);
+    EXPECT_EQ(sys::receive_message(0, &byte, 1, &received), -1);
+    EXPECT_EQ(errno, ECONNRESET);
+    EXPECT_EQ(received, -1);
+    sys::inject_failure(Call::fork, EAGAIN);
+    EXPECT_EQ(sys::fork(), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    pollfd none{-1, POLLIN, 0};
+    sys::inject_failure(Call::poll, ENOMEM);
+    EXPECT_EQ(sys::poll(&none, 1, 0), -1);
+    EXPECT_EQ(errno, ENOMEM);
+}
+
+// The fork server's channel: whole messages, a descriptor riding along (and arriving
+// close-on-exec), EOF when the peer goes, and a message too long for the buffer refused whole.
+TEST_F(SysTest, ASeqpacketPairCarriesWholeMessagesAndDescriptors) {
+    int pair[2];
+    ASSERT_EQ(sys::seqpacket_pair(pair), 0) << std::strerror(errno);
+    sys::FileDescriptor a(pair[0]);
+    sys::FileDescriptor b(pair[1]);
+    int pipe_fds[2];
+    ASSERT_EQ(sys::pipe(pipe_fds), 0);
+    sys::FileDescriptor read_end(pipe_fds[0]);
+    sys::FileDescriptor write_end(pipe_fds[1]);
+    sys::inject_failure(Call::sendmsg, EINTR, 2);  // retried by the seam
+    ASSERT_EQ(sys::send_message(a.get(), "hello", 5, write_end.get()), 5);
+    ASSERT_EQ(sys::send_message(a.get(), "world!", 6, -1), 6);
+    write_end.reset();  // the copy that travelled is the only writer left
+    char buffer[16] = {};
+    int fd = -1;
+    ASSERT_EQ(sys::receive_message(b.get(), buffer, sizeof buffer, &fd), 5);
+    EXPECT_EQ(std::string(buffer, 5), "hello");
+    ASSERT_GE(fd, 0);
+    sys::FileDescriptor travelled(fd);
+    EXPECT_EQ(::fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+    ASSERT_EQ(sys::write(travelled.get(), "z", 1), 1);
+    char z = 0;
+    ASSERT_EQ(sys::read(read_end.get(), &z, 1), 1);
+    EXPECT_EQ(z, 'z');
+    EXPECT_EQ(sys::receive_message(b.get(), buffer, 3, &fd), -1) << "6 bytes into 3";
+    EXPECT_EQ(errno, EMSGSIZE);
+    EXPECT_EQ(fd, -1);
+    EXPECT_EQ(sys::receive_message(b.get(), buffer, sizeof buffer, &fd, true), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    a.reset();
+    EXPECT_EQ(sys::receive_message(b.get(), buffer, sizeof buffer, &fd), 0) << "EOF";
+    ASSERT_EQ(sys::set_close_on_exec(travelled.get(), false), 0);
+    EXPECT_EQ(::fcntl(travelled.get(), F_GETFD) & FD_CLOEXEC, 0);
 }
 
 TEST_F(SysTest, AWaitWithoutATimeoutRetriesEintrAndOneWithATimeoutReturnsIt) {

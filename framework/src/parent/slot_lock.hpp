@@ -4,8 +4,9 @@
 //
 // Lock order (a thread holding one may take those after it, never before):
 //   SlotLock -> WorkerSet's mutex -> JobQueue's mutex -> CallbackQueue's mutex -> a sink's own
-// The watcher's and the stderr relay's mutexes are leaves. No user callback runs under any of
-// them (callback_queue.hpp).
+// The watcher's, the stderr relay's and the fork server's (ForkServer, taken under WorkerSet's
+// to reap a forked worker) mutexes are leaves. No user callback runs under any of them
+// (callback_queue.hpp).
 #pragma once
 
 #include <atomic>

@@ -1,4 +1,5 @@
-// WorkerProcess: Boost.Process v2 launch with a parent-death signal; pidfd watch; wait4 reaping.
+// WorkerProcess: Boost.Process v2 launch with a parent-death signal, or a fork server's fork;
+// pidfd watch; wait4 reaping, or the fork server's report.
 #include "parent/worker_process.hpp"
 
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include <system_error>
 #include <utility>
 
+#include "parent/fork_server.hpp"
 #include "posix/sys.hpp"
 
 namespace shmpool::detail {
@@ -30,6 +32,14 @@ namespace bp = boost::process::v2;
 // Runs in the child between fork and exec.
 struct WorkerSetup {
     pid_t parent;
+    int inherited_fd = -1;
+    // In the parent, before the fork: the launcher closes every descriptor it is not told of.
+    template <class Launcher>
+    boost::system::error_code on_setup(Launcher& launcher, const bp::filesystem::path&,
+                                       const char* const*) {
+        if (inherited_fd >= 0) launcher.fd_whitelist.push_back(inherited_fd);
+        return {};
+    }
     template <class Launcher>
     boost::system::error_code on_exec_setup(Launcher&, const bp::filesystem::path&,
                                             const char* const*) {
@@ -37,6 +47,9 @@ struct WorkerSetup {
         sys::set_parent_death_signal(SIGKILL);
         if (::getppid() != parent) ::_exit(1);  // the parent died before the line above
         sys::set_own_process_group();           // a terminal's Ctrl-C is the parent's to handle
+        // Every descriptor of the parent is close-on-exec; this one must reach the program.
+        if (inherited_fd >= 0 && sys::set_close_on_exec(inherited_fd, false) != 0)
+            return {errno, boost::system::system_category()};
         return {};
     }
     // After a failed exec in the vfork child. Boost would call exit(), running the parent's
@@ -57,8 +70,20 @@ struct WorkerSetup {
 
 }  // namespace
 
+ExitStatus wait_status(int status, long peak_rss_kb) noexcept {
+    ExitStatus s;
+    if (WIFSIGNALED(status)) {
+        s.signal = WTERMSIG(status);
+        s.core_dumped = WCOREDUMP(status);
+    }
+    if (WIFEXITED(status)) s.exit_code = WEXITSTATUS(status);
+    s.peak_rss_kb = peak_rss_kb;
+    return s;
+}
+
 WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<std::string>& env,
-                             int stderr_fd, const std::vector<std::string>& hidden) {
+                             int stderr_fd, const std::vector<std::string>& hidden,
+                             int inherited_fd) {
     std::vector<std::string> full;
     for (char** e = environ; *e; ++e) {
         std::string entry = *e;
@@ -77,7 +102,7 @@ WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<st
     bp::posix::vfork_launcher launcher;
     bp::process proc = launcher(ctx.get_executor(), ec, executable, std::vector<std::string>{},
                                 bp::process_environment(full), bp::process_stdio{{}, {}, stderr_fd},
-                                WorkerSetup{::getpid()});
+                                WorkerSetup{::getpid(), inherited_fd});
     if (ec) {
         throw std::system_error(ec.value(), std::generic_category(),
                                 fmt::format("cannot start pool worker '{}'", executable));
@@ -95,10 +120,20 @@ WorkerProcess::WorkerProcess(const std::string& executable, const std::vector<st
     }
 }
 
+WorkerProcess::WorkerProcess(ForkServer& server, const std::vector<std::string>& env, int stderr_fd)
+    : server_(&server) {
+    ForkServer::Worker worker = server.spawn(env, stderr_fd);
+    pid_ = worker.pid;
+    pidfd_ = std::move(worker.pidfd);
+    server_generation_ = worker.generation;
+}
+
 WorkerProcess::WorkerProcess(WorkerProcess&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
       pidfd_(std::move(other.pidfd_)),
-      reaped_(std::exchange(other.reaped_, true)) {
+      reaped_(std::exchange(other.reaped_, true)),
+      server_(std::exchange(other.server_, nullptr)),
+      server_generation_(other.server_generation_) {
 }
 
 WorkerProcess& WorkerProcess::operator=(WorkerProcess&& other) noexcept {
@@ -107,6 +142,8 @@ WorkerProcess& WorkerProcess::operator=(WorkerProcess&& other) noexcept {
         pid_ = std::exchange(other.pid_, -1);
         pidfd_ = std::move(other.pidfd_);
         reaped_ = std::exchange(other.reaped_, true);
+        server_ = std::exchange(other.server_, nullptr);
+        server_generation_ = other.server_generation_;
     }
     return *this;
 }
@@ -122,6 +159,7 @@ void WorkerProcess::reset() noexcept {
     }
     pidfd_.reset();
     pid_ = -1;
+    server_ = nullptr;
 }
 
 void WorkerProcess::signal(int sig) noexcept {
@@ -130,21 +168,14 @@ void WorkerProcess::signal(int sig) noexcept {
 }
 
 ExitStatus WorkerProcess::reap() noexcept {
-    ExitStatus s;
-    if (reaped_ || pid_ <= 0) return s;
+    if (reaped_ || pid_ <= 0) return {};
+    reaped_ = true;
+    // Not our child: its parent, the server, reaped it and reports how it ended.
+    if (server_ != nullptr) return server_->reap(pid_, server_generation_);
     int status = 0;
     struct rusage usage {};
-    const pid_t r = sys::wait4(pid_, &status, &usage);
-    reaped_ = true;
-    if (r == pid_) {
-        if (WIFSIGNALED(status)) {
-            s.signal = WTERMSIG(status);
-            s.core_dumped = WCOREDUMP(status);
-        }
-        if (WIFEXITED(status)) s.exit_code = WEXITSTATUS(status);
-        s.peak_rss_kb = usage.ru_maxrss;
-    }
-    return s;
+    if (sys::wait4(pid_, &status, &usage) != pid_) return {};
+    return wait_status(status, usage.ru_maxrss);
 }
 
 }  // namespace shmpool::detail

@@ -42,11 +42,21 @@ WorkerSet::WorkerSet(const ControlView& view, const PoolOptions& options, Launch
       watcher_(watcher),
       counters_(counters),
       records_(view.workers()) {
+    if (options.start_method == StartMethod::fork_server) {
+        // The server's environment is what every worker it forks inherits; each request adds
+        // the worker's own variables (`own` in launch()).
+        std::vector<std::string> env = launch_.environment;
+        for (std::string& var : env) {
+            if (var.starts_with("SHMPOOL_ROLE=")) var = "SHMPOOL_ROLE=fork_server";
+        }
+        fork_server_ =
+            std::make_unique<ForkServer>(launch_.executable, std::move(env), launch_.hidden);
+    }
 }
 
 void WorkerSet::launch(unsigned w) {
-    std::vector<std::string> env = launch_.environment;
-    env.push_back("SHMPOOL_WORKER=" + std::to_string(w));
+    // What differs from one worker to the next; an exec'd worker gets the pool's variables too.
+    const std::vector<std::string> own{"SHMPOOL_WORKER=" + std::to_string(w)};
     ParentSlot(view_, w).reset_for_launch();
     // Its stderr comes through a pipe, so that each line can be prefixed with its id.
     int fds[2] = {-1, -1};
@@ -54,7 +64,13 @@ void WorkerSet::launch(unsigned w) {
         throw std::system_error(errno, std::generic_category(), "pipe2 for a worker's stderr");
     sys::FileDescriptor read_end(fds[0]);
     sys::FileDescriptor write_end(fds[1]);
-    WorkerProcess process(launch_.executable, env, write_end.get(), launch_.hidden);
+    auto start = [&] {
+        if (fork_server_) return WorkerProcess(*fork_server_, own, write_end.get());
+        std::vector<std::string> env = launch_.environment;
+        env.insert(env.end(), own.begin(), own.end());
+        return WorkerProcess(launch_.executable, env, write_end.get(), launch_.hidden);
+    };
+    WorkerProcess process = start();
     write_end.reset();  // the worker has its copy
     std::lock_guard lock(mutex_);
     Record& r = records_[w];
@@ -166,6 +182,7 @@ void WorkerSet::clear() noexcept {
     std::lock_guard lock(mutex_);
     for (Record& r : records_)
         r.process.reset();  // SIGKILL and reap, if still there
+    if (fork_server_) fork_server_->stop();
 }
 
 bool WorkerSet::any_alive() const {

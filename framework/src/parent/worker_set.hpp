@@ -7,11 +7,13 @@
 
 #include <cstddef>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "parent/fork_server.hpp"
 #include "parent/pool_counters.hpp"
 #include "parent/process_watcher.hpp"
 #include "parent/worker_process.hpp"
@@ -54,7 +56,8 @@ class WorkerSet {
     WorkerSet(const ControlView& view, const PoolOptions& options, Launch launch,
               ProcessWatcher& watcher, PoolCounters& counters);
 
-    /// Starts a worker in slot `w` (its next generation). Throws std::system_error.
+    /// Starts a worker in slot `w` (its next generation): exec'd, or forked by the fork server
+    /// (started first if none runs). Throws std::system_error, and ForkServerDied.
     void launch(unsigned w);
     /// Reaps the worker of slot `w` if it is still `generation`'s (a stale report: nothing).
     std::optional<Departure> reap(unsigned w, unsigned generation);
@@ -66,7 +69,7 @@ class WorkerSet {
     Retirement count_items(unsigned w, std::size_t n);
     void signal(unsigned w, int sig) noexcept;
     void kill_all() noexcept;
-    /// Kills and reaps every worker left (the end of the pool).
+    /// Kills and reaps every worker left, then the fork server if any (the end of the pool).
     void clear() noexcept;
 
     bool any_alive() const;
@@ -92,6 +95,8 @@ class WorkerSet {
     Launch launch_;
     ProcessWatcher& watcher_;
     PoolCounters& counters_;
+    // Declared before the records: the workers it forked point at it, and go first.
+    std::unique_ptr<ForkServer> fork_server_;
     mutable std::mutex mutex_;
     std::vector<Record> records_;
     bool started_ = false;

@@ -112,6 +112,7 @@ void PipelineRun::start_pools(unsigned processes) {
             .max_retries = plan_.options.max_retries,
             .task_timeout = plan_.options.task_timeout,
             .slot_bytes = std::size_t{64} << 10,
+            .start_method = plan_.options.start_method,
             .shared_blocks = {arena_block_->name()},
             .environment = {"SHMPOOL_PIPELINE=" + arena_block_->name()},
             // Idle workers sleep at once when the stages' processes outnumber the cores: a

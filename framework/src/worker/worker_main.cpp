@@ -1,6 +1,7 @@
-// The worker side of the pool: shmpool::init in a worker process. Attach the control block once,
-// check it speaks this layout, attach the shared blocks, run the initializer, then take chunks
-// from the slot until told to exit.
+// The worker side of the pool: shmpool::init in a worker process (exec'd, or forked by the pool's
+// fork server, which init runs too). Attach the control block once, check it speaks this layout,
+// attach the shared blocks, run the initializer, then take chunks from the slot until told to
+// exit.
 #include <fmt/format.h>
 #include <tbb/global_control.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <typeinfo>
 
@@ -23,6 +25,7 @@
 #include "shmpool/framework/pool.hpp"
 #include "shmpool/shm/shared_memory.hpp"
 #include "worker/chunk_runner.hpp"
+#include "worker/fork_server_main.hpp"
 
 namespace shmpool::detail {
 namespace {
@@ -138,8 +141,20 @@ SharedMemory& shared_block(std::string_view name) {
 
 void init(int argc, char** argv) noexcept {
     // NOLINTNEXTLINE(concurrency-mt-unsafe): see worker_main
-    const char* role = std::getenv("SHMPOOL_ROLE");
-    if (role == nullptr || std::string_view(role) != "worker") {
+    const char* role_variable = std::getenv("SHMPOOL_ROLE");
+    const std::string_view role = role_variable ? role_variable : "";
+    if (role == "fork_server") {
+        // The server never returns from here; each worker it forks does, and goes on below as
+        // an exec'd worker would.
+        std::optional<int> server_status;
+        try {
+            server_status = detail::run_fork_server();
+        } catch (const std::exception& e) {
+            fmt::print(stderr, "shmpool fork server {}: {}\n", ::getpid(), e.what());
+            server_status = 2;
+        }
+        if (server_status) std::exit(*server_status);  // NOLINT(concurrency-mt-unsafe)
+    } else if (role != "worker") {
         // The user's program; on a node of a cluster job, the node's supervisor instead.
         if (detail::ClusterHook* cluster = detail::cluster_hook()) cluster->init(argc, argv);
         return;

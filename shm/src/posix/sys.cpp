@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 
 namespace shmpool::sys {
 namespace {
@@ -339,6 +340,15 @@ pid_t wait4(pid_t pid, int* status, struct rusage* usage) noexcept {
     return retry(Call::wait4, [&] { return ::wait4(pid, status, 0, usage); });
 }
 
+pid_t try_wait4(pid_t pid, int* status, struct rusage* usage) noexcept {
+    return retry(Call::wait4, [&] { return ::wait4(pid, status, WNOHANG, usage); });
+}
+
+pid_t fork() noexcept {
+    if (injected(Call::fork)) return -1;
+    return ::fork();
+}
+
 int set_parent_death_signal(int sig) noexcept {
     return ::prctl(PR_SET_PDEATHSIG, static_cast<unsigned long>(sig), 0UL, 0UL, 0UL);
 }
@@ -374,8 +384,19 @@ int block_signals(const sigset_t& set) noexcept {
     return -1;
 }
 
+int unblock_signals(const sigset_t& set) noexcept {
+    int err = ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    if (err == 0) return 0;
+    errno = err;
+    return -1;
+}
+
 int signal_fd(const sigset_t& set) noexcept {
     return ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+int set_close_on_exec(int fd, bool on) noexcept {
+    return ::fcntl(fd, F_SETFD, on ? FD_CLOEXEC : 0);
 }
 
 // --- Sockets ------------------------------------------------------------------------------------
@@ -426,6 +447,72 @@ int poll_one(int fd, short events, int timeout_ms) noexcept {
     if (injected(Call::poll)) return -1;
     pollfd p{fd, events, 0};
     return ::poll(&p, 1, timeout_ms);
+}
+
+int poll(pollfd* fds, std::size_t count, int timeout_ms) noexcept {
+    if (injected(Call::poll)) return -1;
+    return ::poll(fds, static_cast<nfds_t>(count), timeout_ms);
+}
+
+// --- Messages with descriptors ------------------------------------------------------------------
+
+int seqpacket_pair(int fds[2]) noexcept {
+    return retry(Call::socketpair,
+                 [&] { return ::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds); });
+}
+
+ssize_t send_message(int socket, const void* buffer, std::size_t length, int fd) noexcept {
+    iovec io{const_cast<void*>(buffer), length};
+    msghdr msg{};
+    msg.msg_iov = &io;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    if (fd >= 0) {
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    }
+    return retry(Call::sendmsg, [&] { return ::sendmsg(socket, &msg, MSG_NOSIGNAL); });
+}
+
+ssize_t receive_message(int socket, void* buffer, std::size_t length, int* fd,
+                        bool nonblocking) noexcept {
+    *fd = -1;
+    iovec io{buffer, length};
+    msghdr msg{};
+    msg.msg_iov = &io;
+    msg.msg_iovlen = 1;
+    // Room for a few descriptors: a peer that sends more than one must not leak the rest here.
+    alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))] = {};
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    const int flags = MSG_CMSG_CLOEXEC | (nonblocking ? MSG_DONTWAIT : 0);
+    const ssize_t n = retry(Call::recvmsg, [&] { return ::recvmsg(socket, &msg, flags); });
+    if (n < 0) return n;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
+            int received = -1;
+            std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof received);
+            if (*fd < 0) {
+                *fd = received;
+            } else {
+                ::close(received);
+            }
+        }
+    }
+    if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+        if (*fd >= 0) ::close(*fd);
+        *fd = -1;
+        errno = EMSGSIZE;
+        return -1;
+    }
+    return n;
 }
 
 }  // namespace shmpool::sys

@@ -56,6 +56,11 @@ enum class Call {
     accept,
     send,
     poll,
+    // The pool's fork server: its socket pair, messages carrying descriptors, and the fork.
+    socketpair,
+    sendmsg,
+    recvmsg,
+    fork,
     count
 };
 
@@ -156,6 +161,11 @@ int pidfd_send_signal(int pidfd, int sig) noexcept;
 int kill(pid_t pid, int sig) noexcept;
 /// wait4(pid, status, 0, usage), retrying EINTR.
 pid_t wait4(pid_t pid, int* status, struct rusage* usage) noexcept;
+/// wait4(pid, status, WNOHANG, usage), retrying EINTR: 0 while the child runs.
+pid_t try_wait4(pid_t pid, int* status, struct rusage* usage) noexcept;
+/// fork(). Only a single-threaded process may call it (the pool's fork server): the child of a
+/// multithreaded one inherits locks held by threads it does not have.
+pid_t fork() noexcept;
 /// In a child between fork and exec: die with `sig` when the parent's thread does
 /// (PR_SET_PDEATHSIG), and lead a process group of its own (setpgid(0, 0)).
 int set_parent_death_signal(int sig) noexcept;
@@ -171,8 +181,12 @@ int sigaction(int sig, const struct sigaction* action, struct sigaction* previou
 int ignore_signal(int sig) noexcept;
 /// Blocks the signals of `set` in the calling thread (pthread_sigmask(SIG_BLOCK)).
 int block_signals(const sigset_t& set) noexcept;
+/// Unblocks the signals of `set` in the calling thread (pthread_sigmask(SIG_UNBLOCK)).
+int unblock_signals(const sigset_t& set) noexcept;
 /// signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK).
 int signal_fd(const sigset_t& set) noexcept;
+/// Sets or clears FD_CLOEXEC on `fd` (fcntl(F_SETFD)): cleared, a descriptor survives exec.
+int set_close_on_exec(int fd, bool on) noexcept;
 
 // --- Sockets (the tracker) ----------------------------------------------------------------------
 
@@ -190,6 +204,23 @@ int peer_credentials(int fd, struct ucred* credentials) noexcept;
 ssize_t send(int fd, const void* buffer, std::size_t length) noexcept;
 /// poll() on one descriptor for `events`, at most timeout_ms; EINTR returned, not retried.
 int poll_one(int fd, short events, int timeout_ms) noexcept;
+/// poll() on `count` descriptors; EINTR returned, not retried (the caller owns the deadline).
+int poll(pollfd* fds, std::size_t count, int timeout_ms) noexcept;
+
+// --- Messages with descriptors (the pool's fork server) -----------------------------------------
+
+/// socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC): two connected ends that keep message
+/// boundaries, one message per send.
+int seqpacket_pair(int fds[2]) noexcept;
+/// sendmsg() of one message, with descriptor `fd` attached (SCM_RIGHTS) unless it is -1;
+/// MSG_NOSIGNAL (a closed peer is EPIPE, not SIGPIPE), retrying EINTR.
+ssize_t send_message(int socket, const void* buffer, std::size_t length, int fd) noexcept;
+/// recvmsg() of one message into `buffer`; the descriptor it carried (close-on-exec) goes to
+/// `*fd`, -1 if none (extra ones are closed). 0 when the peer closed its end; -1 with EMSGSIZE
+/// for a message longer than `length` (the rest is lost). `nonblocking`: -1 with EAGAIN when
+/// nothing is waiting. Retries EINTR.
+ssize_t receive_message(int socket, void* buffer, std::size_t length, int* fd,
+                        bool nonblocking = false) noexcept;
 
 /// Owns one file descriptor; move-only; closes in the destructor.
 class FileDescriptor {

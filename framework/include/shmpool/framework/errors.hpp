@@ -166,6 +166,34 @@ class IncompatibleWorker : public std::runtime_error {
               executable, worker_layout, pool_layout)) {}
 };
 
+/// The fork server of a pool (PoolOptions::start_method = StartMethod::fork_server) could not
+/// start, or died and so did the one started in its place: pool creation fails with it, and a
+/// running pool cannot replace workers (its work fails with it once no worker is left). pid()
+/// and status() name the server that failed and how it ended.
+class ForkServerDied : public std::runtime_error {
+  public:
+    ForkServerDied(pid_t pid, const std::string& executable, ExitStatus status,
+                   const std::string& what)
+        : std::runtime_error(describe(pid, executable, status, what)), pid_(pid), status_(status) {}
+    pid_t pid() const noexcept { return pid_; }  ///< the server's pid
+    /// How it ended; a default ExitStatus (exit_code -1) if it was still running and killed.
+    const ExitStatus& status() const noexcept { return status_; }
+
+  private:
+    static std::string describe(pid_t pid, const std::string& executable, ExitStatus status,
+                                const std::string& what) {
+        std::string out =
+            fmt::format("the pool's fork server (pid {}, {}) {}", pid, executable, what);
+        if (status.signalled() || status.exited()) out += fmt::format(": {}", status);
+        // As for a worker: only a clean exit says that the program never runs the server.
+        if (status.exited() && what.find("before it was ready") != std::string::npos)
+            out += " (does the program's main() call shmpool::init(argc, argv) first?)";
+        return out;
+    }
+    pid_t pid_;
+    ExitStatus status_;
+};
+
 /// The pool was closed or terminated before the task could run.
 class PoolClosed : public std::runtime_error {
   public:

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "shmpool/framework/codec.hpp"
+#include "shmpool/framework/pool_options.hpp"
 #include "shmpool/framework/task.hpp"
 
 namespace shmpool {
@@ -58,6 +59,9 @@ struct PipelineOptions {
     bool progress_line = false;
     /// Cancel on SIGINT while run() runs (the previous handler is restored afterwards).
     bool cancel_on_sigint = false;
+    /// How each stage's pool starts its workers (PoolOptions::start_method): with fork_server,
+    /// one fork server per stage.
+    StartMethod start_method = StartMethod::exec;
 };
 
 /// An item that did not make it through: its sequence number (the order the source made it),

@@ -79,6 +79,23 @@ struct TaskName {
     std::string name;
 };
 
+/// How a pool starts its worker processes (docs/pool.md, "Choosing the start method").
+enum class StartMethod {
+    /// Each worker is the program executed again (Boost.Process, vfork + exec): it starts from
+    /// scratch, as a fresh run of the program up to shmpool::init.
+    exec,
+    /// The pool executes the program once more as a fork server, which forks each worker (and
+    /// each replacement) from its state just after static initialisation: no exec, dynamic
+    /// loading or static initialisation per worker. The pool's own process never forks. Workers
+    /// start as copies of the server, not of the parent: what main() did before creating the
+    /// pool is not in them, exactly as with exec. The program's static initialisation must not
+    /// start threads (fork copies only the forking thread).
+    fork_server,
+};
+
+/// "exec", "fork_server".
+std::string_view to_string(StartMethod method) noexcept;
+
 /// Whether a pool spreads over the nodes of an MPI job (docs/cluster.md).
 enum class ClusterMode {
     automatic,  ///< across the nodes when the program runs as rank 0 of an MPI job of more than
@@ -127,6 +144,9 @@ struct PoolOptions {
     std::size_t max_result_bytes = std::size_t{1} << 30;
     /// The worker program (it must call shmpool::init); default: this program.
     std::string worker_executable{};
+    /// How workers start: each one exec'd (the default), or forked by a fork server that the
+    /// pool execs once (faster start-up and respawn; see StartMethod).
+    StartMethod start_method = StartMethod::exec;
     /// Called for every worker that dies or is retired (see WorkerEvent).
     std::function<void(const WorkerEvent&)> on_worker_exit{};
     /// Blocks every worker attaches once, before it takes work, and keeps; tasks reach them with
@@ -168,6 +188,13 @@ struct PoolOptions {
 };
 
 }  // namespace shmpool
+
+template <>
+struct fmt::formatter<shmpool::StartMethod> : fmt::formatter<std::string_view> {
+    auto format(shmpool::StartMethod m, fmt::format_context& ctx) const {
+        return fmt::formatter<std::string_view>::format(shmpool::to_string(m), ctx);
+    }
+};
 
 template <>
 struct fmt::formatter<shmpool::ExitReason> : fmt::formatter<std::string_view> {
