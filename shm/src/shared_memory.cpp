@@ -228,8 +228,6 @@ SharedMemory SharedMemory::attach(std::string_view name, const AttachOptions& op
 
 void SharedMemory::prefault() const noexcept {
     if (!is_open()) return;
-    // Huge pages first, where the system allows them for shared memory: one fault per 2 MiB.
-    if (mapped_size() >= (std::size_t{2} << 20)) sys::advise_huge_pages(data(), mapped_size());
     if (read_only_) {
         sys::populate_for_read(data(), mapped_size());
     } else {

@@ -143,7 +143,8 @@ inline int counted_gated(const std::string& counters, const std::string& gate, i
 }
 SHMPOOL_TASK(counted_gated_task, counted_gated);
 
-/// How many pages of shared block `name` exist in memory (mincore), as this worker sees it.
+/// How many pages of shared block `name` exist in memory (mincore: the block's pages, whoever
+/// touched them; of a sparse block, those someone wrote or pre-faulted).
 inline std::size_t resident_pages(const std::string& name) {
     const SharedMemory& block = shared_block(name);
     const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));

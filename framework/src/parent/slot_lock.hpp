@@ -5,8 +5,10 @@
 // Lock order (a thread holding one may take those after it, never before):
 //   SlotLock -> WorkerSet's mutex -> JobQueue's mutex -> CallbackQueue's mutex -> a sink's own
 // The watcher's, the stderr relay's and the fork server's (ForkServer, taken under WorkerSet's
-// to reap a forked worker) mutexes are leaves. No user callback runs under any of them
-// (callback_queue.hpp).
+// to reap a forked worker) mutexes are leaves. Under the SlotLock, the blocks of big arguments
+// and results are created, read and removed, which takes the shm library's registry lock and
+// talks to the tracker (leaves too): a big item's copy holds the SlotLock for its duration. No
+// user callback runs under any of them (callback_queue.hpp).
 #pragma once
 
 #include <atomic>

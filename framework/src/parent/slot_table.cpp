@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -164,10 +165,11 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, unsigned b, Chunk ch
     if (next == first) return;
     const std::uint32_t bytes = out.finish(static_cast<std::uint32_t>(next - first));
     flight.chunk = Chunk{chunk.job, first, next};
+    flight.posted = slots_[w].posted + 1;
     // The timeout clock starts now for a worker that is idle; behind a running chunk, the
     // worker starts it when it claims this one.
     InFlight& f = slots_[w];
-    slot.post(bytes, ++f.posted, f.chunks() == 1 ? monotonic_ns() : 0);
+    slot.post(bytes, ++f.posted, f.chunks() == 1 ? monotonic_ns() : 0);  // == flight.posted
 }
 
 void SlotTable::ArgumentsBlock::remove() noexcept {
@@ -242,14 +244,14 @@ std::optional<WorkerEvent> SlotTable::settle(const SlotsLocked& locked, const De
     bool report = !queue.terminating();
     bool reported_item = false;
     if (f.chunks() != 0) {
-        // The queued chunk (never claimed) first: it goes back to the queue behind the rest of
-        // the one that ran, which goes to the front.
-        for (unsigned b = 0; b < slot_buffers; ++b) {
-            if (f.buffers[b].chunk && ParentSlot(view_, d.worker, b).state() == SlotState::queued)
-                settle_buffer(locked, f, b, event, reported_item, queue);
-        }
-        for (unsigned b = 0; b < slot_buffers; ++b) {
-            if (f.buffers[b].chunk) settle_buffer(locked, f, b, event, reported_item, queue);
+        // Each buffer requeues what it did not finish at the front of the queue: the newer
+        // chunk first, so that the older ends up in front of it (a queued chunk is always newer
+        // than one that ran).
+        std::array<unsigned, slot_buffers> order{0, 1};
+        if (static_cast<std::int32_t>(f.buffers[1].posted - f.buffers[0].posted) < 0)
+            std::swap(order[0], order[1]);
+        for (auto it = order.rbegin(); it != order.rend(); ++it) {
+            if (f.buffers[*it].chunk) settle_buffer(locked, f, *it, event, reported_item, queue);
         }
     } else if (d.retiring != Retirement::none) {
         const bool tasks = d.retiring == Retirement::tasks;
@@ -264,6 +266,11 @@ std::optional<WorkerEvent> SlotTable::settle(const SlotsLocked& locked, const De
 
 // One buffer of a dead worker: what it finished is delivered, the item it died on (only in the
 // buffer it was running) is retried or failed with the reason, the rest is requeued untouched.
+bool SlotTable::killed_for(const InFlight& f, unsigned b, std::uint32_t position) noexcept {
+    if (f.cancelled) return *f.cancelled == b;
+    return f.timed_out && f.timed_out->first == b && f.timed_out->second == position;
+}
+
 void SlotTable::settle_buffer(const SlotsLocked& locked, InFlight& f, unsigned b,
                               WorkerEvent& event, bool& reported_item, JobQueue& queue) {
     ParentSlot slot(view_, event.worker, b);
@@ -292,12 +299,18 @@ void SlotTable::settle_buffer(const SlotsLocked& locked, InFlight& f, unsigned b
         ++settled;
         if (terminating) {
             router_.fail(locked, chunk, completed, std::make_exception_ptr(PoolClosed()));
+        } else if ((f.cancelled || f.term_sent) && !killed_for(f, b, completed)) {
+            // The pool killed this worker for another item, which ended (or was in the other
+            // buffer) before the signal landed: this one did nothing wrong and runs again.
+            event.reason = f.cancelled ? ExitReason::cancelled : ExitReason::timeout;
+            retry = Chunk{chunk.job, index, index + 1};
+            --settled;
         } else if (f.cancelled == b) {
             ++counters_.cancelled;
             event.reason = ExitReason::cancelled;
             router_.fail(locked, chunk, completed,
                          std::make_exception_ptr(TaskCancelled(job.task)));
-        } else if (f.timed_out && f.timed_out->first == b) {
+        } else if (f.timed_out) {
             ++counters_.timeouts;
             event.reason = ExitReason::timeout;
             router_.fail(locked, chunk, completed,
@@ -334,7 +347,7 @@ void SlotTable::kill_cancelled(const SlotsLocked& locked, JobQueue& queue) {
             if (!flight.chunk || !flight.chunk->job->sink->kill_requested()) continue;
             ParentSlot slot(view_, w, b);
             if (slot.try_reclaim()) {
-                // Queued behind another chunk and never started: cancelled without a kill.
+                // Posted but not claimed yet: cancelled without a kill.
                 const Chunk chunk = std::move(*flight.chunk);
                 flight = BufferFlight{};
                 router_.fail_all(locked, chunk,
@@ -378,6 +391,9 @@ std::uint64_t SlotTable::expire(const SlotsLocked& /*locked*/, std::uint64_t now
             if (state == SlotState::running) running = b;
             queued |= state == SlotState::queued;
         }
+        // Only a running chunk times out; a queued one on an idle worker carries the post's
+        // provisional start, so that the supervisor wakes to time the chunk once it is claimed
+        // (the worker's claim wakes nobody).
         if (!running && !queued) continue;
         const ParentSlot slot(view_, w, running.value_or(0));
         const std::uint64_t started = slot.item_started_ns();

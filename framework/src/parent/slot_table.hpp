@@ -73,6 +73,7 @@ class SlotTable final : public ChunkExecutor {
     struct BufferFlight {
         std::optional<Chunk> chunk;
         std::optional<ArgumentsBlock> arguments;
+        std::uint32_t posted = 0;  // the slot's post count when it was posted
     };
     // The slot half of a worker: the chunks its buffers hold and what the parent did about it.
     struct InFlight {
@@ -97,6 +98,8 @@ class SlotTable final : public ChunkExecutor {
     unsigned depth() const noexcept;
     // Takes a queued, unclaimed chunk back from a worker that has another to run, for `idle`.
     bool steal_for(const SlotsLocked& locked, unsigned idle, JobQueue& queue);
+    // Whether the pool's signal to the worker of `f` was meant for item `position` of buffer `b`.
+    static bool killed_for(const InFlight& f, unsigned b, std::uint32_t position) noexcept;
     void settle_buffer(const SlotsLocked& locked, InFlight& f, unsigned b, WorkerEvent& event,
                        bool& reported_item, JobQueue& queue);
     void post(const SlotsLocked& locked, unsigned w, unsigned b, Chunk chunk, JobQueue& queue);

@@ -34,16 +34,16 @@ struct ControlPrefix {
 struct alignas(64) ControlHeader {
     ControlPrefix prefix;
     std::uint32_t workers;
-    std::uint32_t slot_bytes;                // the request area, and the response area, per slot
+    std::uint32_t slot_bytes;                // the request area, and the response area, per buffer
     std::atomic<std::uint32_t> parent_bell;  // bumped for the parent's threads; their futex
     std::atomic<std::uint32_t> parent_sleeping;  // parent threads in futex wait on the bell
-    std::atomic<std::uint32_t> helpers;    // parent threads spinning in Future::get(), harvesting
-    std::uint32_t timeouts;                // 1: workers stamp each item's start (a clock read each)
-    std::uint32_t threads_per_worker;      // oneTBB parallelism allowed in each worker
-    std::uint32_t measure_busy;            // 1: workers time each chunk (SlotHeader::chunk_busy_ns)
-    std::uint64_t worker_spin_ns;          // how long an idle worker spins before it sleeps
-    char initializer[128];                 // task run once by each worker before it takes work
-    std::int32_t parent_pid;               // blocks of big results are handed to this process
+    std::atomic<std::uint32_t> helpers;  // parent threads spinning in Future::get(), harvesting
+    std::uint32_t timeouts;              // 1: workers stamp each item's start (a clock read each)
+    std::uint32_t threads_per_worker;    // oneTBB parallelism allowed in each worker
+    std::uint32_t measure_busy;          // 1: workers time each chunk (BufferHeader::chunk_busy_ns)
+    std::uint64_t worker_spin_ns;        // how long an idle worker spins before it sleeps
+    char initializer[128];               // task run once by each worker before it takes work
+    std::int32_t parent_pid;             // blocks of big results are handed to this process
     std::uint32_t prefault_shared_blocks;  // 1: workers map every page of them at start
     std::uint64_t max_result_bytes;        // a bigger result fails its item (std::length_error)
 };

@@ -95,7 +95,8 @@ const char* open_arguments(const ItemArguments& a, SharedMemory& block) {
 void put_result_in_block(WorkerSlot& slot, RecordWriter& out, const ChunkRules& rules,
                          std::string_view result, std::uint32_t position) {
     static unsigned counter = 0;  // the worker is single-threaded
-    const std::string name = fmt::format("shmpool_r_{}_{}", ::getpid(), counter++);
+    // The parent's pid first: its blocks are told from other pools' (tests count them).
+    const std::string name = fmt::format("shmpool_r_{}_{}_{}", rules.parent, ::getpid(), counter++);
     const std::uint32_t before = out.used();
     (void)out.put(RecordKind::value_in_block, block_ref(name, result.size()));  // room was kept
     slot.note_response(out.used(), position);

@@ -139,10 +139,6 @@ void populate_for_write(void* address, std::size_t length) noexcept {
 #endif
 }
 
-void advise_huge_pages(void* address, std::size_t length) noexcept {
-    (void)::madvise(address, length, MADV_HUGEPAGE);
-}
-
 void populate_for_read(void* address, std::size_t length) noexcept {
 #ifdef MADV_POPULATE_READ
     (void)::madvise(address, length, MADV_POPULATE_READ);

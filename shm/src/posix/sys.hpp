@@ -85,9 +85,6 @@ int munmap(void* address, std::size_t length) noexcept;
 void populate_for_write(void* address, std::size_t length) noexcept;
 /// The same for a mapping that will only be read (MADV_POPULATE_READ).
 void populate_for_read(void* address, std::size_t length) noexcept;
-/// Asks for transparent huge pages on a mapping (MADV_HUGEPAGE); a hint the kernel follows for
-/// shared memory only where /sys/kernel/mm/transparent_hugepage/shmem_enabled allows it.
-void advise_huge_pages(void* address, std::size_t length) noexcept;
 int close(int fd) noexcept;
 /// Fills the buffer from the kernel's secure random source; -1 with errno on failure.
 int getrandom(void* buffer, std::size_t length) noexcept;

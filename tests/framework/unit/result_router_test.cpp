@@ -14,6 +14,7 @@
 #include "shmpool/framework/detail/map_state.hpp"
 #include "shmpool/framework/errors.hpp"
 #include "shmpool/shm/shared_memory.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -89,6 +90,7 @@ shmpool::SharedMemory result_block(const std::string& name, const std::string& b
 TEST_F(Routing, AResultInABlockIsDeliveredThenTheBlockRemoved) {
     const std::string name = fmt::format("shmpool_r_{}_unit", ::getpid());
     const auto block = result_block(name, encoded(77));
+    shmpool::test::Unlinker u{name};  // if the router does not remove it
     auto state = std::make_shared<MapState<int>>(2);
     const Chunk chunk{job(2, state), 0, 2};
     std::vector<std::byte> area(256);
@@ -108,6 +110,7 @@ TEST_F(Routing, ANodesRecordNamingABlockFailsItsItemAndTouchesNoBlock) {
     // removes one of this machine's.
     const std::string name = fmt::format("shmpool_r_{}_remote", ::getpid());
     auto block = result_block(name, encoded(5));
+    shmpool::test::Unlinker u{name};
     auto state = std::make_shared<MapState<int>>(1);
     const Chunk chunk{job(1, state), 0, 1};
     std::vector<std::byte> area(256);
@@ -119,7 +122,6 @@ TEST_F(Routing, ANodesRecordNamingABlockFailsItsItemAndTouchesNoBlock) {
     }
     EXPECT_THROW((void)state->collect(), shmpool::TaskError);
     EXPECT_NO_THROW(shmpool::SharedMemory::attach(name));  // still there
-    block.unlink();
 }
 
 TEST_F(Routing, ADeadWorkersBlocksPastItsFinishedItemsAreRemovedAndNoOthers) {
@@ -129,6 +131,7 @@ TEST_F(Routing, ADeadWorkersBlocksPastItsFinishedItemsAreRemovedAndNoOthers) {
     auto a = result_block(finished, encoded(1));
     auto b = result_block(unfinished, encoded(2));
     auto c = result_block(foreign, encoded(3));
+    shmpool::test::Unlinker u{finished, unfinished, foreign};
     std::vector<std::byte> area(512);
     RecordWriter out(area.data(), 512);
     out.put(RecordKind::value_in_block, block_ref(finished, a.size()));
@@ -139,8 +142,6 @@ TEST_F(Routing, ADeadWorkersBlocksPastItsFinishedItemsAreRemovedAndNoOthers) {
     EXPECT_NO_THROW(shmpool::SharedMemory::attach(finished));
     EXPECT_THROW(shmpool::SharedMemory::attach(unfinished), std::system_error);
     EXPECT_NO_THROW(shmpool::SharedMemory::attach(foreign));  // not a name a worker gives
-    a.unlink();
-    c.unlink();
 }
 
 TEST_F(Routing, APackedChunksErrorsSitAmongItsResults) {

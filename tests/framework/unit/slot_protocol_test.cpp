@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -17,6 +18,17 @@
 namespace {
 
 using namespace shmpool::detail;
+
+// Spins until `done()`: the other side is a thread that only spins or sleeps on the doorbell.
+// False after 10 s, so that a broken protocol fails the test instead of hanging it.
+template <class Done>
+bool spin_until(Done done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!done()) {
+        if (std::chrono::steady_clock::now() > deadline) return false;
+    }
+    return true;
+}
 
 // A control block of one slot in this process's memory.
 class OneSlot : public ::testing::Test {
@@ -175,7 +187,7 @@ TEST_F(OneSlot, TheWorkerRunsTheOlderOfTwoQueuedChunksFirstWhicheverBufferItIsIn
     // Post counts wrap around: the difference decides, not the value.
     p1.release(false);
     p1.post(10, 0, 0);  // posted after 0xffffffff in buffer 0
-    p0.try_reclaim();
+    ASSERT_TRUE(p0.try_reclaim());
     p0.post(10, 0xffffffffu, 0);
     EXPECT_EQ(w.wait_for_work(0).buffer, 0u);
 }
@@ -201,24 +213,24 @@ TEST_F(OneSlot, AChunkQueuedBehindARunningOneIsTakenBackOrRunExactlyOnce) {
     });
     int reclaimed = 0;
     std::uint32_t posted = 0;
-    for (int i = 0; i < rounds; ++i) {
+    bool stuck = false;
+    for (int i = 0; i < rounds && !stuck; ++i) {
         p0.post(10, ++posted, 1);
         p1.post(10, ++posted, 0);
-        while (!p0.finished()) {  // the worker runs the older first
-        }
+        stuck = !spin_until([&] { return p0.finished(); });  // the worker runs the older first
         if (p1.try_reclaim()) {
             ++reclaimed;
         } else {
-            while (!p1.finished()) {
-            }
+            stuck |= !spin_until([&] { return p1.finished(); });
             p1.release(false);
         }
         p0.release(false);
         ++done_rounds;
     }
-    ASSERT_TRUE(p0.order_shutdown());
+    EXPECT_FALSE(stuck) << "the worker stopped taking chunks";
+    EXPECT_TRUE(spin_until([&] { return p0.order_shutdown(); }));
     w.join();
-    EXPECT_EQ(reclaimed + ran_second.load(), rounds);  // never both, never neither
+    EXPECT_EQ(reclaimed + ran_second.load(), done_rounds.load());  // never both, never neither
     RecordProperty("reclaimed", reclaimed);
 }
 

@@ -141,10 +141,8 @@ class SharedMemory {
     /// Maps every page of the block into this process now, in one system call
     /// (MADV_POPULATE_WRITE, or _READ for a read-only mapping), instead of one page fault per
     /// page on first touch: worth it for a block this process will sweep, and costly for one it
-    /// touches sparsely (a page never written is then allocated). A block of 2 MiB or more also
-    /// asks for huge pages (MADV_HUGEPAGE), which the kernel grants for shared memory only where
-    /// /sys/kernel/mm/transparent_hugepage/shmem_enabled says advise, within_size or always. A
-    /// hint: kernels before 5.14 ignore it.
+    /// touches sparsely (a page never written is then allocated). A hint: kernels before 5.14
+    /// ignore it.
     void prefault() const noexcept;
 
     /// Unmaps the block from this process; idempotent; never unlinks.
