@@ -71,4 +71,32 @@ TEST(PoolDoubleBuffer, AnIdleWorkerTakesOverAChunkQueuedBehindABusyOne) {
     EXPECT_EQ(out, (std::vector<int>{0, 1, 2, 3}));
 }
 
+TEST(PoolDoubleBuffer, AKillMeantForOneItemIsNotChargedToTheNextOne) {
+    // One worker, chunks of one item: item 0 runs past task_timeout, survives the SIGTERM and
+    // returns; the worker moves on to item 1 (queued behind it), which waits at the gate, and
+    // the SIGKILL that follows kill_grace lands there. Item 1 did nothing wrong: it runs again
+    // on the replacement, with no attempt counted, even with max_retries = 0.
+    using namespace std::chrono_literals;
+    Gate gate = Gate::create(shmpool::test::unique_name());
+    Pool pool({.workers = 1, .max_retries = 0, .task_timeout = 200ms, .kill_grace = 100ms});
+    std::vector<std::tuple<std::string, int>> args{{gate.name(), 0}, {gate.name(), 1}};
+    std::thread releaser([&] {
+        // Released once the worker held at the gate is gone, so that the kill lands on item 1.
+        if (gate.wait_arrivals(1))
+            shmpool::test::eventually([&] { return pool.stats().respawns >= 1; });
+        gate.release();
+    });
+    std::vector<int> out;
+    try {
+        out = pool.starmap(outlive_sigterm_task, args, 1);
+    } catch (const std::exception& e) {
+        ADD_FAILURE() << e.what();
+    }
+    releaser.join();
+    EXPECT_EQ(out, (std::vector<int>{0, 1}));
+    EXPECT_EQ(pool.stats().respawns, 1u);
+    EXPECT_EQ(pool.stats().crashes, 0u);
+    EXPECT_EQ(pool.stats().tasks_failed, 0u);
+}
+
 }  // namespace

@@ -158,6 +158,32 @@ inline std::size_t resident_pages(const std::string& name) {
 }
 SHMPOOL_TASK(resident_pages_task, resident_pages);
 
+inline volatile sig_atomic_t sigterm_seen = 0;
+inline void note_sigterm(int /*sig*/) {
+    sigterm_seen = 1;
+}
+/// Item 0 runs until the pool's SIGTERM (its timeout), survives it and returns 0; every other
+/// item waits at the gate.
+inline int outlive_sigterm(const std::string& gate, int x) {
+    if (x != 0) return gated(gate, x);
+    sigset_t term;
+    sigset_t before;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, &before);  // no SIGTERM between the check and the wait
+    struct sigaction on_term {};
+    on_term.sa_handler = note_sigterm;
+    sigemptyset(&on_term.sa_mask);
+    sigaction(SIGTERM, &on_term, nullptr);
+    sigset_t waiting = before;
+    sigdelset(&waiting, SIGTERM);
+    while (!sigterm_seen)
+        sigsuspend(&waiting);
+    sigprocmask(SIG_SETMASK, &before, nullptr);
+    return 0;
+}
+SHMPOOL_TASK(outlive_sigterm_task, outlive_sigterm);
+
 /// Arrives at the gate (without waiting) and returns x.
 inline int arrive(const std::string& gate, int x) {
     Gate::attach(gate).arrive();

@@ -3,13 +3,10 @@
 
 #include <fmt/format.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <chrono>
-#include <cstring>
 #include <stdexcept>
 
 #include "protocol/records.hpp"
@@ -147,7 +144,8 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, unsigned b, Chunk ch
             if (next != first) break;  // the next chunk's first item
             // Too big for the area: the arguments go in a block of their own.
             try {
-                flight.arguments.emplace(arguments_block(job.items.args.data() + at, length));
+                flight.arguments.emplace(
+                    ArgumentsBlock::create(job.items.args.data() + at, length));
             } catch (...) {
                 drop_front(std::current_exception());  // e.g. ENOSPC, naming the block
                 continue;
@@ -170,29 +168,6 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, unsigned b, Chunk ch
     // worker starts it when it claims this one.
     InFlight& f = slots_[w];
     slot.post(bytes, ++f.posted, f.chunks() == 1 ? monotonic_ns() : 0);  // == flight.posted
-}
-
-void SlotTable::ArgumentsBlock::remove() noexcept {
-    if (!block_.is_open()) return;
-    try {
-        block_.unlink();
-    } catch (...) {  // gone already: nothing to leak
-    }
-    block_.close();
-}
-
-void SlotTable::ArgumentsBlock::fill(const char* bytes, std::size_t length) noexcept {
-    block_.prefault();
-    std::memcpy(block_.data(), bytes, length);
-}
-
-SlotTable::ArgumentsBlock SlotTable::arguments_block(const char* bytes, std::size_t length) {
-    static std::atomic<unsigned> counter{0};
-    SharedMemory block = SharedMemory::create(
-        fmt::format("shmpool_a_{}_{}", ::getpid(), counter.fetch_add(1)), length);
-    ArgumentsBlock owned(std::move(block));
-    owned.fill(bytes, length);
-    return owned;
 }
 
 void SlotTable::requeue(const SlotsLocked& locked, const Chunk& chunk, JobQueue& queue) {

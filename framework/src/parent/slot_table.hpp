@@ -4,18 +4,19 @@
 // timed-out or hard-cancelled items. Everything here runs under the slot lock (SlotsLocked).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "parent/arguments_block.hpp"
 #include "parent/chunk_executor.hpp"
 #include "parent/job.hpp"
 #include "parent/result_router.hpp"
 #include "parent/worker_set.hpp"
 #include "protocol/control_block.hpp"
-#include "shmpool/shm/shared_memory.hpp"
 
 namespace shmpool::detail {
 
@@ -45,30 +46,6 @@ class SlotTable final : public ChunkExecutor {
     void shut_down_idle(const SlotsLocked& locked);
 
   private:
-    // The block of one chunk's arguments too big for the request area: removed when the chunk
-    // leaves the slot (harvested or settled), so that a retry posts a block of its own.
-    class ArgumentsBlock {
-      public:
-        explicit ArgumentsBlock(SharedMemory block) noexcept : block_(std::move(block)) {}
-        ArgumentsBlock(ArgumentsBlock&&) noexcept = default;
-        ArgumentsBlock& operator=(ArgumentsBlock&& other) noexcept {
-            if (this != &other) {
-                remove();
-                block_ = std::move(other.block_);
-            }
-            return *this;
-        }
-        ArgumentsBlock(const ArgumentsBlock&) = delete;
-        ArgumentsBlock& operator=(const ArgumentsBlock&) = delete;
-        ~ArgumentsBlock() { remove(); }
-        const std::string& name() const noexcept { return block_.name(); }
-        /// Maps all its pages at once, then copies the arguments in.
-        void fill(const char* bytes, std::size_t length) noexcept;
-
-      private:
-        void remove() noexcept;
-        SharedMemory block_;
-    };
     // One buffer of a slot: the chunk it holds, and the block of that chunk's big arguments.
     struct BufferFlight {
         std::optional<Chunk> chunk;
@@ -77,7 +54,7 @@ class SlotTable final : public ChunkExecutor {
     };
     // The slot half of a worker: the chunks its buffers hold and what the parent did about it.
     struct InFlight {
-        BufferFlight buffers[slot_buffers];
+        std::array<BufferFlight, slot_buffers> buffers;
         std::uint32_t posted = 0;  // chunks posted to this worker, the older runs first
         bool occupied = false;     // a worker process is in the slot
         bool leaving = false;      // told to exit (retire, shutdown): no more chunks
@@ -103,7 +80,6 @@ class SlotTable final : public ChunkExecutor {
     void settle_buffer(const SlotsLocked& locked, InFlight& f, unsigned b, WorkerEvent& event,
                        bool& reported_item, JobQueue& queue);
     void post(const SlotsLocked& locked, unsigned w, unsigned b, Chunk chunk, JobQueue& queue);
-    static ArgumentsBlock arguments_block(const char* bytes, std::size_t length);
     void requeue(const SlotsLocked& locked, const Chunk& chunk, JobQueue& queue);
 
     ControlView view_;

@@ -113,7 +113,7 @@ struct ControlSettings {
 constexpr unsigned slot_buffers = 2;
 
 constexpr std::size_t slot_stride(std::size_t slot_bytes) {
-    return sizeof(SlotHeader) + 2 * slot_buffers * slot_bytes;
+    return sizeof(SlotHeader) + std::size_t{2} * slot_buffers * slot_bytes;
 }
 constexpr std::size_t control_size(std::size_t workers, std::size_t slot_bytes) {
     return sizeof(ControlHeader) + workers * slot_stride(slot_bytes);
