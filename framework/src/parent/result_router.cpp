@@ -3,6 +3,7 @@
 #include "parent/result_router.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -50,15 +51,17 @@ void ResultRouter::fail_all(const SlotsLocked& locked, const Chunk& chunk,
 
 namespace {
 
-// Workers name their result blocks so (worker/chunk_runner.cpp): a record naming anything else is
-// corrupt, and its block is neither opened nor removed.
-constexpr std::string_view result_block_prefix = "shmpool_r_";
+// Workers name their result blocks after this process (worker/chunk_runner.cpp): a record naming
+// anything else is corrupt, and its block is neither opened nor removed.
+std::string result_block_prefix() {
+    return fmt::format("shmpool_r_{}_", ::getpid());  // not cached: a pool may live in a fork
+}
 
 std::optional<BlockRef> result_block(std::string_view record) noexcept {
     try {
         Reader r(record.data(), record.size());
         BlockRef ref = read_block_ref(r);
-        if (!ref.name.starts_with(result_block_prefix)) return std::nullopt;
+        if (!ref.name.starts_with(result_block_prefix())) return std::nullopt;
         return ref;
     } catch (...) {
         return std::nullopt;

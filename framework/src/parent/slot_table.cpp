@@ -57,7 +57,11 @@ bool SlotTable::dispatch(const SlotsLocked& locked, JobQueue& queue) {
                 ++b;
             if (b == slot_buffers) continue;
             std::optional<Chunk> next = round == 1 ? queue.take() : queue.take_to_queue_behind();
-            if (!next && (round != 1 || !steal_for(locked, w, queue))) return any;
+            // Only a ready worker takes a chunk over: one still starting would run it later than
+            // the busy worker it was taken from.
+            if (!next && (round != 1 || ParentSlot(view_, w).ready_pid() == 0 ||
+                          !steal_for(locked, w, queue)))
+                return any;
             if (!next) next = queue.take();
             if (!next) return any;
             any = true;
@@ -163,11 +167,11 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, unsigned b, Chunk ch
     if (next == first) return;
     const std::uint32_t bytes = out.finish(static_cast<std::uint32_t>(next - first));
     flight.chunk = Chunk{chunk.job, first, next};
-    flight.posted = slots_[w].posted + 1;
     // The timeout clock starts now for a worker that is idle; behind a running chunk, the
     // worker starts it when it claims this one.
     InFlight& f = slots_[w];
-    slot.post(bytes, ++f.posted, f.chunks() == 1 ? monotonic_ns() : 0);  // == flight.posted
+    flight.posted = ++f.posted;
+    slot.post(bytes, flight.posted, f.chunks() == 1 ? monotonic_ns() : 0);
 }
 
 void SlotTable::requeue(const SlotsLocked& locked, const Chunk& chunk, JobQueue& queue) {
