@@ -14,6 +14,7 @@
 #include <tbb/parallel_pipeline.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -137,6 +138,51 @@ void tbb_parallel_for_1gib(benchmark::State& state) {
         tbb::parallel_for(tbb::blocked_range<std::size_t>(0, array.size(), array.size() / 64),
                           body);
     }
+    state.SetBytesProcessed(state.iterations() * static_cast<long>(array.size() * sizeof(double)) *
+                            2);
+    array.unlink();
+}
+
+// The raw floor of for_each_index: two forked processes, each sweeping a fixed half of the same
+// shared block with the same kernel, started and awaited through futexes. Their warm-up sweep
+// faults their page tables in, so the timed sweeps are what the pool does at best.
+void raw_two_processes_halves_1gib(benchmark::State& state) {
+    auto array = shmpool::SharedArray<double>::create(gib_doubles);
+    auto* words = static_cast<std::atomic<std::uint32_t>*>(
+        ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    auto* go = &words[0];     // the round to run; UINT32_MAX: exit
+    auto* done = &words[16];  // halves finished, over all rounds
+    const std::size_t half = array.size() / 2;
+    std::array<pid_t, 2> children{};
+    for (std::size_t c = 0; c < 2; ++c) {
+        children[c] = ::fork();
+        if (children[c] != 0) continue;
+        double* p = array.data() + c * half;
+        for (std::uint32_t seen = 0;; ++seen) {
+            while (go->load(std::memory_order_acquire) == seen)
+                ::syscall(SYS_futex, go, FUTEX_WAIT, seen, nullptr, nullptr, 0);
+            if (go->load() == UINT32_MAX) ::_exit(0);
+            for (std::size_t i = 0; i < half; ++i)
+                p[i] = p[i] * 1.0001 + 1.0;
+            done->fetch_add(1, std::memory_order_release);
+            ::syscall(SYS_futex, done, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+        }
+    }
+    std::uint32_t round = 0;
+    auto sweep = [&] {
+        go->store(++round, std::memory_order_release);
+        ::syscall(SYS_futex, go, FUTEX_WAKE, 2, nullptr, nullptr, 0);
+        for (std::uint32_t d; (d = done->load(std::memory_order_acquire)) != 2 * round;)
+            ::syscall(SYS_futex, done, FUTEX_WAIT, d, nullptr, nullptr, 0);
+    };
+    sweep();  // the warm-up: each process faults its half in
+    for (auto _ : state)
+        sweep();
+    go->store(UINT32_MAX);
+    ::syscall(SYS_futex, go, FUTEX_WAKE, 2, nullptr, nullptr, 0);
+    for (pid_t child : children)
+        ::waitpid(child, nullptr, 0);
+    ::munmap(words, 4096);
     state.SetBytesProcessed(state.iterations() * static_cast<long>(array.size() * sizeof(double)) *
                             2);
     array.unlink();
@@ -364,6 +410,10 @@ BENCHMARK(pool_map_chunksize_1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pool_map_default_chunks)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pool_for_each_index_1gib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(tbb_parallel_for_1gib)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(5);
+BENCHMARK(raw_two_processes_halves_1gib)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(5);
 BENCHMARK(pool_crash_surfaced)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(50);
 BENCHMARK(pipeline_3_stages)
     ->Arg(0)

@@ -199,6 +199,12 @@ def build_report(results):
     r.row("for_each_index, 1 GiB float64, 2 workers (vs tbb::parallel_for, 2 threads)",
           "pool_for_each_index_1gib/iterations:5", "tbb_floor", plot="for_each_index vs tbb::parallel_for",
           floor_target=1 / 0.95, target=lambda o, c, x: (x / o >= 0.95, f"{100 * x / o:.0f}% of TBB (≥ 95%)"))
+    if "raw_two_processes_halves_1gib/iterations:5" in ours:  # runs before the raw floor lack it
+        ours["for_each_index_vs_raw"] = ours["pool_for_each_index_1gib/iterations:5"]
+        r.row("  the same vs its raw floor: 2 processes, each sweeping a fixed half, pre-faulted",
+              "for_each_index_vs_raw", "raw_two_processes_halves_1gib/iterations:5", plot=False)
+        r.row("  floor: 2 processes, each sweeping a fixed half, pre-faulted",
+              "raw_two_processes_halves_1gib/iterations:5")
     r.row("Worker SIGKILLed: death to WorkerCrashed in get()", "pool_crash_surfaced/iterations:50/manual_time",
           target=lambda o, c, x: (o <= 3e6, f"{o / 1e6:.2f} ms (≤ 3 ms); CPython's Pool hangs forever"))
     r.row("Pool start-up, 2 workers ready", "pool_startup_2_workers/256/manual_time", plot="start-up, 2 workers",

@@ -34,7 +34,8 @@ void get(Reader& r, std::vector<T>& v);
 template <class F>
 void fields(PoolStats& s, F&& f) {
     f(s.tasks_done, s.tasks_failed, s.retries, s.crashes, s.respawns, s.start_failures, s.timeouts,
-      s.cancelled, s.recycled_tasks, s.recycled_memory, s.reclaimed, s.busy_seconds);
+      s.cancelled, s.recycled_tasks, s.recycled_memory, s.reclaimed, s.stolen_ranges,
+      s.busy_seconds);
 }
 template <class F>
 void fields(RemoteError& e, F&& f) {

@@ -16,6 +16,7 @@
 #include "parent/callback_queue.hpp"
 #include "parent/cluster_hook.hpp"
 #include "parent/job_queue.hpp"
+#include "parent/placement.hpp"
 #include "parent/pool_counters.hpp"
 #include "parent/pool_link.hpp"
 #include "parent/pool_setup.hpp"
@@ -43,6 +44,7 @@ struct Pool::Impl {
     detail::PoolCounters counters;
     detail::CallbackQueue callbacks;
     detail::JobQueue queue;
+    detail::AffinityMemory affinity;  // where the ranges of recent index jobs ran
     detail::ResultRouter router{counters, callbacks};
     std::optional<detail::Bell> bell;
     std::optional<detail::ProcessWatcher> watcher;
@@ -201,6 +203,10 @@ void detail::submit_job(Pool& pool, const std::string& task, JobItems items,
     auto job = std::make_shared<Job>();
     job->task = task;
     job->items = std::move(items);
+    // Ranges go back to the workers that ran them last time (on this machine only: the nodes
+    // of a cluster place their own shares).
+    if (job->items.index_ranges && !m.remote && chunksize == 1)
+        job->placement = m.affinity.placement_for(task, job->items.args, job->items.size());
     job->reports_progress = m.callbacks.wants_progress() && job->items.size() > 1;
     if (job->reports_progress) sink->expect_final_progress();
     sink->bind(m.link);
@@ -283,6 +289,7 @@ PoolStats Pool::stats() const {
         s.recycled_tasks += n.recycled_tasks;
         s.recycled_memory += n.recycled_memory;
         s.reclaimed += n.reclaimed;
+        s.stolen_ranges += n.stolen_ranges;
         s.busy_seconds += n.busy_seconds;
     }
     return s;

@@ -54,6 +54,8 @@ class Gate {
     pid_t arrival(int k) const;
     /// Lets everyone through, now and later.
     void release() const;
+    /// Closes the gate again (arrivals go on counting): later arrivals wait for the next release.
+    void close() const { state().released.store(0); }
 
   private:
     Gate(SharedMemory block, bool owner) : block_(std::move(block)), owner_(owner) {}

@@ -99,6 +99,32 @@ inline void fill(const std::string& array, std::size_t begin, std::size_t end) {
 }
 SHMPOOL_TASK(fill_task, fill);
 
+/// owners[i] = its worker's pid for i in [begin, end); range 0 then waits at the gate.
+inline void stamp_owner(const std::string& owners, const std::string& gate, std::size_t begin,
+                        std::size_t end) {
+    auto& o = SharedArray<std::int64_t>::cached(owners);
+    for (std::size_t i = begin; i < end; ++i)
+        o[i] = ::getpid();
+    if (begin == 0 && !Gate::attach(gate).pass())
+        throw std::runtime_error("the gate was never released");
+}
+SHMPOOL_TASK(stamp_owner_task, stamp_owner);
+
+/// owners[i] = its worker's pid and one more call in calls[i], for i in [begin, end); the range
+/// that starts at 8 SIGKILLs its worker on its second call (the same arguments every time, so
+/// that a repeated job finds its placement).
+inline void stamp_or_die(const std::string& owners, const std::string& calls, std::size_t begin,
+                         std::size_t end) {
+    auto& o = SharedArray<std::int64_t>::cached(owners);
+    auto& c = SharedArray<std::int64_t>::cached(calls);
+    for (std::size_t i = begin; i < end; ++i) {
+        __atomic_add_fetch(&c[i], 1, __ATOMIC_SEQ_CST);
+        o[i] = ::getpid();
+    }
+    if (begin == 8 && __atomic_load_n(&c[8], __ATOMIC_SEQ_CST) == 2) ::kill(::getpid(), SIGKILL);
+}
+SHMPOOL_TASK(stamp_or_die_task, stamp_or_die);
+
 /// Dies in the way `how` says: "segv", "abort", "kill", "exit" (status 3) or "hang".
 inline void die(const std::string& how) {
     if (how == "segv") {

@@ -8,6 +8,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "parent/placement.hpp"
 #include "shmpool/framework/detail/job_items.hpp"
 #include "shmpool/framework/detail/result_sink.hpp"
 
@@ -18,6 +19,8 @@ struct Job {
     std::shared_ptr<ResultSink> sink;
     JobItems items;
     bool reports_progress = false;  // on_progress or a progress bar, and more than one item
+    // An index job on this machine: the slot each range went to, last time and now.
+    std::shared_ptr<Placement> placement;
     // Read and written only under the slot lock (SlotsLocked): retries by item, and progress.
     std::unordered_map<std::size_t, int> attempts;
     std::size_t settled = 0;

@@ -12,7 +12,7 @@ namespace shmpool::detail {
 struct PoolCounters {
     std::atomic<std::size_t> results{0}, failures{0}, retries{0}, crashes{0}, respawns{0},
         start_failures{0}, timeouts{0}, cancelled{0}, recycled_tasks{0}, recycled_memory{0},
-        reclaimed{0};
+        reclaimed{0}, stolen_ranges{0};
     std::atomic<std::uint64_t> busy_ns{0};  // workers' time on the chunks harvested
 
     PoolStats snapshot() const noexcept {
@@ -28,6 +28,7 @@ struct PoolCounters {
         s.recycled_tasks = recycled_tasks.load();
         s.recycled_memory = recycled_memory.load();
         s.reclaimed = reclaimed.load();
+        s.stolen_ranges = stolen_ranges.load();
         s.busy_seconds = static_cast<double>(busy_ns.load()) / 1e9;
         return s;
     }

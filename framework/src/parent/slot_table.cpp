@@ -56,14 +56,17 @@ bool SlotTable::dispatch(const SlotsLocked& locked, JobQueue& queue) {
                    (f.buffers[b].chunk || ParentSlot(view_, w, b).state() != SlotState::free))
                 ++b;
             if (b == slot_buffers) continue;
-            std::optional<Chunk> next = round == 1 ? queue.take() : queue.take_to_queue_behind();
-            // Only a ready worker takes a chunk over: one still starting would run it later than
-            // the busy worker it was taken from.
-            if (!next && (round != 1 || ParentSlot(view_, w).ready_pid() == 0 ||
-                          !steal_for(locked, w, queue)))
-                return any;
-            if (!next) next = queue.take();
-            if (!next) return any;
+            std::optional<Chunk> next = round == 1 ? queue.take(w) : queue.take_to_queue_behind(w);
+            if (!next) {
+                // Left in the queue: chunks that may not queue behind, or others' ranges.
+                if (round != 1 || !queue.empty()) continue;
+                // Only a ready worker takes a chunk over: one still starting would run it later
+                // than the busy worker it was taken from.
+                if (ParentSlot(view_, w).ready_pid() == 0 || !steal_for(locked, w, queue))
+                    return any;
+                next = queue.take(w);
+                if (!next) return any;
+            }
             any = true;
             post(locked, w, b, std::move(*next), queue);
         }
@@ -167,11 +170,19 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, unsigned b, Chunk ch
     if (next == first) return;
     const std::uint32_t bytes = out.finish(static_cast<std::uint32_t>(next - first));
     flight.chunk = Chunk{chunk.job, first, next};
+    if (job.placement) place(job, first, next, w);
     // The timeout clock starts now for a worker that is idle; behind a running chunk, the
     // worker starts it when it claims this one.
     InFlight& f = slots_[w];
     flight.posted = ++f.posted;
     slot.post(bytes, flight.posted, f.chunks() == 1 ? monotonic_ns() : 0);
+}
+
+void SlotTable::place(Job& job, std::size_t first, std::size_t end, unsigned w) {
+    for (std::size_t i = first; i < end; ++i) {
+        const std::uint32_t before = job.placement->record(i, w);
+        if (before != Placement::none && before != w) ++counters_.stolen_ranges;
+    }
 }
 
 void SlotTable::requeue(const SlotsLocked& locked, const Chunk& chunk, JobQueue& queue) {

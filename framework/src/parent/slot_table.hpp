@@ -81,6 +81,8 @@ class SlotTable final : public ChunkExecutor {
                        bool& reported_item, JobQueue& queue);
     void post(const SlotsLocked& locked, unsigned w, unsigned b, Chunk chunk, JobQueue& queue);
     void requeue(const SlotsLocked& locked, const Chunk& chunk, JobQueue& queue);
+    // Items [first, end) of an index job went to slot `w`: where they go next time.
+    void place(Job& job, std::size_t first, std::size_t end, unsigned w);
 
     ControlView view_;
     const PoolOptions& options_;

@@ -1,9 +1,13 @@
-// JobQueue alone: chunks, requeues, admission, the idle wait, terminate and abandon.
+// JobQueue alone: chunks, requeues, placed index jobs, admission, the idle wait, terminate and
+// abandon.
 #include "parent/job_queue.hpp"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <thread>
+#include <vector>
 
 #include "shmpool/framework/errors.hpp"
 
@@ -62,6 +66,75 @@ TEST(JobQueue, TheLastChunkIsSharedOutAmongThePlacesThatAreFree) {
     EXPECT_EQ(c->begin, 19u);
     EXPECT_EQ(c->end, 20u);
     EXPECT_FALSE(q.take_sharing_the_last(3, shared));
+}
+
+// A job of `ranges` one-item chunks placed as `slots` says (Placement::none: never run).
+std::shared_ptr<Job> placed_job(const std::vector<std::uint32_t>& slots) {
+    auto job = job_of(slots.size());
+    job->placement = std::make_shared<Placement>(slots.size());
+    for (std::size_t i = 0; i < slots.size(); ++i)
+        if (slots[i] != Placement::none) job->placement->record(i, slots[i]);
+    return job;
+}
+
+TEST(JobQueue, EachSlotTakesTheRangesItRanLastTimeInOrder) {
+    JobQueue q;
+    q.push(placed_job({0, 1, 0, 1, 1, 0}), 1);
+    EXPECT_EQ(q.take(1)->begin, 1u);
+    EXPECT_EQ(q.take(0)->begin, 0u);
+    EXPECT_EQ(q.take(0)->begin, 2u);
+    EXPECT_EQ(q.take_to_queue_behind(1)->begin, 3u);
+    EXPECT_EQ(q.take(1)->begin, 4u);
+    EXPECT_EQ(q.take(0)->begin, 5u);
+    EXPECT_TRUE(q.empty());
+}
+
+TEST(JobQueue, ASlotWithNoneOfItsOwnLeftStealsFromTheBackOfTheLongestList) {
+    JobQueue q;
+    q.push(placed_job({0, 0, 0, 1, Placement::none}), 1);
+    EXPECT_EQ(q.take(1)->begin, 3u);
+    EXPECT_EQ(q.take(1)->begin, 4u);  // then a range nobody ran
+    // Slot 1 has none of its own: queued behind a running chunk it would take nothing, idle it
+    // steals slot 0's last range, which slot 0 would have reached last.
+    EXPECT_FALSE(q.take_to_queue_behind(1));
+    EXPECT_EQ(q.take(1)->begin, 2u);
+    EXPECT_EQ(q.take(JobQueue::any_slot)->begin, 1u);  // a cluster node steals too
+    EXPECT_EQ(q.take(0)->begin, 0u);
+    EXPECT_FALSE(q.take(0));
+}
+
+TEST(JobQueue, APlacedJobWaitsItsTurnBehindEarlierChunks) {
+    JobQueue q;
+    auto first = job_of(2);
+    q.push(first, 1);
+    q.push(placed_job({1, 1}), 1);
+    q.push(job_of(1), 1);
+    EXPECT_EQ(q.take(1)->job, first);
+    EXPECT_EQ(q.take(0)->job, first);
+    EXPECT_EQ(q.front_size(), 1u);
+    EXPECT_EQ(q.take(0)->begin, 1u);  // slot 0 has none: it steals slot 1's last
+    EXPECT_EQ(q.take(1)->begin, 0u);
+    EXPECT_EQ(q.take(1)->job->placement, nullptr);  // then the job queued after
+}
+
+TEST(JobQueue, TerminateReturnsEveryPlacedChunkStillQueued) {
+    JobQueue q;
+    q.push(placed_job({0, 1, Placement::none, 1}), 1);
+    EXPECT_EQ(q.take(0)->begin, 0u);
+    const auto left = q.terminate();
+    std::vector<std::size_t> begins;
+    for (const Chunk& c : left)
+        begins.push_back(c.begin);
+    std::sort(begins.begin(), begins.end());
+    EXPECT_EQ(begins, (std::vector<std::size_t>{1, 2, 3}));
+    EXPECT_FALSE(q.take(1));
+}
+
+TEST(JobQueue, AFirstRunIsQueuedAsPlainChunks) {
+    JobQueue q;
+    q.push(placed_job({Placement::none, Placement::none}), 1);
+    EXPECT_EQ(q.take(1)->begin, 0u);
+    EXPECT_EQ(q.take(0)->begin, 1u);
 }
 
 TEST(JobQueue, StoppingWaitsUntilEveryItemIsSettled) {

@@ -68,6 +68,9 @@ struct PoolStats {
     std::size_t recycled_tasks = 0;   ///< workers replaced after max_tasks_per_worker
     std::size_t recycled_memory = 0;  ///< workers replaced after max_memory_per_worker
     std::size_t reclaimed = 0;  ///< chunks queued behind a busy worker, taken back for an idle one
+    /// for_each_index ranges run by another worker than the one that ran them last time (taken
+    /// at the tail of a job by a worker with none of its own left, or after a worker died).
+    std::size_t stolen_ranges = 0;
     double busy_seconds = 0;    ///< with measure_busy: time workers spent on completed chunks
 };
 
