@@ -9,11 +9,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
 #include "shmpool/shm/robust_mutex.hpp"
 #include "shmpool/shm/shareable_list.hpp"
+#include "shmpool/shm/shared_heap.hpp"
 
 using shmpool::ShareableList;
 using shmpool::SharedMemory;
@@ -191,6 +193,88 @@ void pthread_robust_mutex_lock_unlock(benchmark::State& state) {
     shm.unlink();
 }
 
+// A SharedHeap's map against a std::map in this process's memory, with the same 1,000,000
+// string keys ("w" + 7 digits) mapping to their number. The lookups go through a second,
+// read-only mapping of the frozen heap at another address: what a worker of a pool sees.
+constexpr std::uint32_t map_entries = 1'000'000;
+using HeapMap = shmpool::SharedMap<shmpool::SharedString, std::uint32_t>;
+
+std::string map_key(std::uint32_t i) {
+    return fmt::format("w{:07}", i);
+}
+// The i-th key in a scattered order (a multiplicative hash modulo the entry count: a
+// permutation). Both builds insert the keys in this order, without hints.
+std::uint32_t scattered(std::uint32_t i) {
+    return static_cast<std::uint32_t>((std::uint64_t{i} * 2654435761U) % map_entries);
+}
+// The keys looked up: the first 4096 in that order.
+const std::vector<std::string>& lookup_keys() {
+    static const std::vector<std::string> keys = [] {
+        std::vector<std::string> k;
+        for (std::uint32_t i = 0; i < 4096; ++i)
+            k.push_back(map_key(scattered(i)));
+        return k;
+    }();
+    return keys;
+}
+std::size_t heap_bytes_for_map() {
+    return std::size_t{160} << 20;  // a node, a key and slack per entry
+}
+void fill_heap_map(shmpool::SharedHeap& heap, HeapMap& map) {
+    for (std::uint32_t i = 0; i < map_entries; ++i)
+        map.emplace(heap.string(map_key(scattered(i))), scattered(i));
+}
+
+void heap_map_lookup(benchmark::State& state) {
+    auto heap = shmpool::SharedHeap::create(heap_bytes_for_map());
+    fill_heap_map(heap, heap.construct<HeapMap>("map", heap.allocator()));
+    heap.freeze();
+    const auto reader = shmpool::SharedHeap::attach(heap.name(), shmpool::Access::read_only);
+    const HeapMap& map = *reader.find<HeapMap>("map");
+    const auto& keys = lookup_keys();
+    std::size_t i = 0;
+    for (auto _ : state) {
+        const std::string& key = keys[i++ & 4095];
+        benchmark::DoNotOptimize(map.find(std::string_view(key))->second);
+    }
+    heap.unlink();
+}
+
+void local_map_lookup(benchmark::State& state) {
+    std::map<std::string, std::uint32_t, std::less<>> map;
+    for (std::uint32_t i = 0; i < map_entries; ++i)
+        map.emplace(map_key(scattered(i)), scattered(i));
+    const auto& keys = lookup_keys();
+    std::size_t i = 0;
+    for (auto _ : state) {
+        const std::string& key = keys[i++ & 4095];
+        benchmark::DoNotOptimize(map.find(std::string_view(key))->second);
+    }
+}
+
+void heap_map_build_1m(benchmark::State& state) {
+    for (auto _ : state) {
+        auto heap = shmpool::SharedHeap::create(heap_bytes_for_map());
+        fill_heap_map(heap, heap.construct<HeapMap>("map", heap.allocator()));
+        state.PauseTiming();
+        heap.unlink();
+        heap = {};
+        state.ResumeTiming();
+    }
+}
+
+void local_map_build_1m(benchmark::State& state) {
+    for (auto _ : state) {
+        std::map<std::string, std::uint32_t, std::less<>> map;
+        for (std::uint32_t i = 0; i < map_entries; ++i)
+            map.emplace(map_key(scattered(i)), scattered(i));
+        benchmark::DoNotOptimize(map.size());
+        state.PauseTiming();
+        map = {};
+        state.ResumeTiming();
+    }
+}
+
 void item_args(benchmark::internal::Benchmark* b) {
     b->ArgName("item");
     for (int i = int_item; i <= bytes_item; ++i)
@@ -211,5 +295,10 @@ BENCHMARK(pthread_robust_mutex_lock_unlock);
 BENCHMARK(raw_create_close_unlink);
 BENCHMARK(shm_attach_close);
 BENCHMARK(raw_attach_close);
+
+BENCHMARK(heap_map_lookup);
+BENCHMARK(local_map_lookup);
+BENCHMARK(heap_map_build_1m)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(local_map_build_1m)->Unit(benchmark::kMillisecond)->Iterations(3);
 
 BENCHMARK_MAIN();

@@ -173,6 +173,18 @@ def build_report(results):
     r.row("RobustMutex lock+unlock (vs bare robust pshared mutex)", "robust_mutex_lock_unlock_vs_robust",
           "pthread_robust_mutex_lock_unlock", plot="RobustMutex vs robust mutex")
 
+    # SharedHeap: a map in a frozen heap, read through a second, read-only mapping (as a worker
+    # reads it), against the same std::map in this process's memory.
+    if "heap_map_lookup" in ours:  # runs before shared heaps lack it
+        r.row("SharedHeap map lookup, 1M string keys, read-only mapping (vs std::map in-process)",
+              "heap_map_lookup", "local_map_lookup", plot="heap map lookup vs std::map",
+              floor_target=2, target=lambda o, c, x: (o / x <= 2, f"{o / x:.2f}x std::map (≤ 2x)"))
+        r.row("SharedHeap map build, 1M string keys (vs std::map in-process)",
+              "heap_map_build_1m/iterations:3", "local_map_build_1m/iterations:3",
+              plot="heap map build vs std::map")
+        r.row("  floor: std::map lookup, in-process", "local_map_lookup")
+        r.row("  floor: std::map build, in-process", "local_map_build_1m/iterations:3")
+
     # --- the worker pool ---
     ours["raw_futex_ping_pong_sleep_other_core"] = ours["raw_futex_ping_pong/0/0/0"]
     ours["raw_futex_ping_pong_sleep_same_core"] = ours["raw_futex_ping_pong/0/1/0"]

@@ -13,6 +13,7 @@
 #include "posix/sys.hpp"
 #include "registry.hpp"
 #include "shmpool/shm/shareable_list.hpp"
+#include "shmpool/shm/shared_heap.hpp"
 
 namespace shmpool {
 namespace {
@@ -32,10 +33,12 @@ void inspect_contents(const std::string& name, BlockInfo& info) {
     try {
         SharedMemory shm = SharedMemory::attach(name, {.access = Access::read_only});
         info.shareable_list = ShareableList::is_valid_layout(shm.buf());
+        info.heap = SharedHeap::is_heap(shm);
         info.guarded = shm.guarded();
         if (shm.guarded()) info.lock = shm.mutex().state();
     } catch (const std::system_error& e) {
-        if (e.code() == std::errc::invalid_argument) info.shareable_list = false;  // empty block
+        if (e.code() == std::errc::invalid_argument)
+            info.shareable_list = info.heap = false;  // empty
         // otherwise not readable by us: unknown
     }
 }

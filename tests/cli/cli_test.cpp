@@ -11,6 +11,7 @@
 #include <regex>
 
 #include "shmpool/shm/shareable_list.hpp"
+#include "shmpool/shm/shared_heap.hpp"
 #include "test_support.hpp"
 
 using shmpool::ShareableList;
@@ -251,6 +252,42 @@ TEST(Cli, LsTextHasAHeaderAndALinePerBlock) {
     EXPECT_EQ(r.out.rfind("NAME", 0), 0u);
     std::regex line(name + R"( +\d+ +\S+ +0600 +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +yes)");
     EXPECT_TRUE(std::regex_search(r.out, line)) << r.out;
+}
+
+TEST(Cli, LsAndShowRecogniseAHeapAndListItsNamedObjects) {
+    std::string name = unique_name();
+    shmpool::SharedHeap heap = shmpool::SharedHeap::create(name, 1 << 20);
+    Unlinker u{name};
+    auto& words =
+        heap.construct<shmpool::SharedVector<shmpool::SharedString>>("words", heap.allocator());
+    words.push_back(heap.string("alpha"));
+    heap.construct<std::int64_t>("count", 1);
+    auto ls = cli({"ls", "--json"});
+    ASSERT_EQ(ls.exit_code, 0) << ls.err;
+    bool listed = false;
+    for (const auto& e : nlohmann::json::parse(ls.out)) {
+        if (e["name"] != name) continue;
+        listed = true;
+        EXPECT_EQ(e["heap"], true);
+        EXPECT_EQ(e["shareable_list"], false);
+    }
+    EXPECT_TRUE(listed) << ls.out;
+    auto text = cli({"show", name});
+    ASSERT_EQ(text.exit_code, 0) << text.err;
+    EXPECT_NE(text.out.find("heap " + name + ": 1048576 bytes"), std::string::npos) << text.out;
+    EXPECT_NE(text.out.find("writable"), std::string::npos) << text.out;
+    EXPECT_NE(text.out.find("  count  8 bytes"), std::string::npos) << text.out;
+    heap.freeze();
+    auto json = cli({"show", name, "--json"});
+    ASSERT_EQ(json.exit_code, 0) << json.err;
+    auto j = nlohmann::json::parse(json.out);
+    EXPECT_EQ(j["heap"], name);
+    EXPECT_EQ(j["state"], "frozen");
+    EXPECT_EQ(j["free"], heap.free_bytes());
+    ASSERT_EQ(j["objects"].size(), 2u);
+    EXPECT_EQ(j["objects"][0]["name"], "count");
+    EXPECT_EQ(j["objects"][1]["name"], "words");
+    EXPECT_TRUE(j["dead_pid"].is_null());
 }
 
 // --- issue 3: guarded lists, ownership, tracker, gc ------------------------------------------

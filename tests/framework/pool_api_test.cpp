@@ -18,6 +18,7 @@
 #include "gate.hpp"
 #include "shmpool/framework/pool.hpp"
 #include "shmpool/framework/shared_array.hpp"
+#include "shmpool/shm/shared_heap.hpp"
 #include "tasks.hpp"
 #include "test_support.hpp"
 
@@ -89,6 +90,35 @@ TEST(Pool, TheLastFutureOfAResultMovesItOutAndCopiesStillShareIt) {
 }
 
 }  // namespace
+
+TEST(Pool, AFrozenHeapInSharedBlocksIsReadInPlaceThroughAReadOnlyMapping) {
+    // The parent builds a map in a heap and freezes it; every worker attaches the heap once,
+    // read-only, and looks keys up in place. A heap still open for allocation is mapped
+    // read-write (its locks are written).
+    auto frozen = shmpool::SharedHeap::create(shmpool::test::unique_name(), 1 << 20);
+    auto open = shmpool::SharedHeap::create(shmpool::test::unique_name(), 1 << 20);
+    shmpool::test::Unlinker u{frozen.name(), open.name()};
+    for (auto* heap : {&frozen, &open}) {
+        auto& table = heap->construct<shmpool::SharedMap<shmpool::SharedString, std::int64_t>>(
+            "table", heap->allocator());
+        for (std::int64_t i = 0; i < 100; ++i)
+            table.emplace(heap->string("key" + std::to_string(i)), i * i);
+    }
+    frozen.freeze();
+    Pool pool({.workers = 2, .shared_blocks = {frozen.name(), open.name()}});
+    std::vector<std::tuple<std::string, std::string>> args;
+    for (int i = 0; i < 100; i += 7)
+        args.emplace_back(frozen.name(), "key" + std::to_string(i));
+    args.emplace_back(frozen.name(), "missing");
+    const auto out = pool.starmap(heap_lookup_task, args, 1);
+    for (std::size_t k = 0; k + 1 < out.size(); ++k) {
+        const std::int64_t i = static_cast<std::int64_t>(k) * 7;
+        EXPECT_EQ(out[k], std::make_tuple(i * i, true)) << "key" << i;
+    }
+    EXPECT_EQ(out.back(), std::make_tuple(std::int64_t{-1}, true));
+    EXPECT_EQ(pool.submit(heap_lookup_task, open.name(), "key3").get(),
+              std::make_tuple(std::int64_t{9}, false));
+}
 
 TEST(Pool, SubmitRunsTheTaskInAWorkerAndReturnsItsResult) {
     Pool pool({.workers = 2});

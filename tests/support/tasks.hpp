@@ -17,11 +17,13 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "gate.hpp"
 #include "shmpool/framework/pool.hpp"
 #include "shmpool/framework/shared_array.hpp"
+#include "shmpool/shm/shared_heap.hpp"
 
 namespace shmpool::test::tasks {
 
@@ -124,6 +126,16 @@ inline void stamp_or_die(const std::string& owners, const std::string& calls, st
     if (begin == 8 && __atomic_load_n(&c[8], __ATOMIC_SEQ_CST) == 2) ::kill(::getpid(), SIGKILL);
 }
 SHMPOOL_TASK(stamp_or_die_task, stamp_or_die);
+
+/// The value of `key` in the SharedMap<SharedString, std::int64_t> "table" of heap `heap` (-1:
+/// none), and whether this worker maps the heap read-only.
+inline std::tuple<std::int64_t, bool> heap_lookup(const std::string& heap, const std::string& key) {
+    const SharedHeap& h = SharedHeap::cached(heap);
+    const auto& table = *h.find<SharedMap<SharedString, std::int64_t>>("table");
+    const auto it = table.find(key);
+    return {it == table.end() ? -1 : it->second, h.block().read_only()};
+}
+SHMPOOL_TASK(heap_lookup_task, heap_lookup);
 
 /// Dies in the way `how` says: "segv", "abort", "kill", "exit" (status 3) or "hang".
 inline void die(const std::string& how) {

@@ -20,6 +20,7 @@
 #include "json_codec.hpp"
 #include "shmpool/shm/block_info.hpp"
 #include "shmpool/shm/shareable_list.hpp"
+#include "shmpool/shm/shared_heap.hpp"
 #include "shmpool/shm/tracker.hpp"
 
 namespace shmpool::cli {
@@ -149,7 +150,59 @@ void new_list(const std::string& json_text, const NewListOptions& options) {
     list.unlink();
 }
 
+namespace {
+
+// `show` of a SharedHeap: its state, free space and named objects; never its contents (their
+// types are the program's).
+void show_heap(const std::string& name, bool as_json, double lock_timeout) {
+    SharedHeap heap;
+    try {
+        heap = SharedHeap::attach(name);
+    } catch (const std::system_error& e) {
+        if (e.code() != std::errc::permission_denied) throw;
+        heap = SharedHeap::attach(name, Access::read_only);  // a frozen heap needs no lock
+    }
+    const HeapState state = heap.state();
+    std::optional<std::vector<SharedHeap::NamedObject>> objects;
+    if (state != HeapState::index_inconsistent)
+        objects = heap.named_objects(
+            std::chrono::milliseconds(static_cast<std::int64_t>(lock_timeout * 1000)));
+    if (as_json) {
+        nlohmann::json list = nullptr;
+        if (objects) {
+            list = nlohmann::json::array();
+            for (const auto& o : *objects)
+                list.push_back({{"name", o.name}, {"bytes", o.bytes}});
+        }
+        nlohmann::json out = {
+            {"heap", heap.name()},
+            {"size", heap.size()},
+            {"free", heap.free_bytes()},
+            {"state", std::string(to_string(state))},
+            {"dead_pid", heap.dead_pid() ? nlohmann::json(heap.dead_pid()) : nlohmann::json()},
+            {"objects", list}};
+        fmt::print("{}\n", out.dump(-1));
+        return;
+    }
+    fmt::print("heap {}: {} bytes, {} free, {}", heap.name(), heap.size(), heap.free_bytes(),
+               to_string(state));
+    if (heap.dead_pid() != 0) fmt::print(" (process {} died holding its lock)", heap.dead_pid());
+    fmt::print("\n");
+    if (!objects) {
+        fmt::print("named objects: cannot be listed (the index may be torn)\n");
+        return;
+    }
+    for (const auto& o : *objects)
+        fmt::print("  {}  {} bytes\n", o.name, o.bytes);
+}
+
+}  // namespace
+
 void show(const std::string& name, bool as_json, double lock_timeout) {
+    {
+        std::optional<BlockInfo> info = stat_block(name);
+        if (info && info->heap.value_or(false)) return show_heap(name, as_json, lock_timeout);
+    }
     // Read-write only to take a guarded list's lock; the list itself is never written.
     SharedMemory shm;
     try {
@@ -230,6 +283,7 @@ void ls(bool as_json) {
                  fmt::format("{:%Y-%m-%dT%H:%M:%S}Z",
                              fmt::gmtime(std::chrono::system_clock::to_time_t(b.modified)))},
                 {"shareable_list", opt(b.shareable_list)},
+                {"heap", opt(b.heap)},
                 {"owner_pid", opt(b.owner_pid)},
                 {"owner_alive", opt(b.owner_alive)},
                 {"guarded", b.guarded},
@@ -246,15 +300,18 @@ void ls(bool as_json) {
         name_width = std::max(name_width, b.name.size());
         owner_width = std::max(owner_width, b.owner.size());
     }
-    fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:<19}  {:<4}  {:>7}  {:<5}  {}\n", "NAME",
-               name_width, "SIZE", "OWNER", owner_width, "MODE", "MODIFIED", "LIST", "PID", "ALIVE",
-               "LOCK");
+    fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:<19}  {:<4}  {:<4}  {:>7}  {:<5}  {}\n", "NAME",
+               name_width, "SIZE", "OWNER", owner_width, "MODE", "MODIFIED", "LIST", "HEAP", "PID",
+               "ALIVE", "LOCK");
     for (const BlockInfo& b : blocks) {
-        fmt::print("{:<{}}  {:>12}  {:<{}}  {:<4}  {:%Y-%m-%d %H:%M:%S}  {:<4}  {:>7}  {:<5}  {}\n",
-                   b.name, name_width, b.size, b.owner, owner_width, mode_string(b.mode),
-                   fmt::localtime(std::chrono::system_clock::to_time_t(b.modified)),
-                   yes_no(b.shareable_list), b.owner_pid ? std::to_string(*b.owner_pid) : "-",
-                   b.owner_alive ? yes_no(b.owner_alive) : "-", b.lock ? lock_word(*b.lock) : "-");
+        fmt::print(
+            "{:<{}}  {:>12}  {:<{}}  {:<4}  {:%Y-%m-%d %H:%M:%S}  {:<4}  {:<4}  {:>7}  {:<5}  "
+            "{}\n",
+            b.name, name_width, b.size, b.owner, owner_width, mode_string(b.mode),
+            fmt::localtime(std::chrono::system_clock::to_time_t(b.modified)),
+            yes_no(b.shareable_list), yes_no(b.heap),
+            b.owner_pid ? std::to_string(*b.owner_pid) : "-",
+            b.owner_alive ? yes_no(b.owner_alive) : "-", b.lock ? lock_word(*b.lock) : "-");
     }
 }
 

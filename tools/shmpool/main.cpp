@@ -91,11 +91,12 @@ int run(int argc, char** argv) {
         "remove it (if killed, the tracker removes it)");
 
     bool as_json = false;
-    auto* show = app.add_subcommand("show", "Print a ShareableList (Python repr, or JSON)");
+    auto* show = app.add_subcommand(
+        "show", "Print a ShareableList (Python repr, or JSON), or a heap's named objects");
     show->add_option("NAME", name, "block name")->required();
-    show->add_flag("--json", as_json, "print a JSON array");
+    show->add_flag("--json", as_json, "print a JSON array (a heap: a JSON object)");
     show->add_option("--timeout", lock_timeout,
-                     "seconds to wait for a guarded list's lock (default 10)");
+                     "seconds to wait for a guarded list's or a heap's lock (default 10)");
 
     std::string index_text;
     auto* set = app.add_subcommand("set", "Set one item of a ShareableList");

@@ -23,6 +23,7 @@
 #include "protocol/records.hpp"
 #include "protocol/slot.hpp"
 #include "shmpool/framework/pool.hpp"
+#include "shmpool/shm/shared_heap.hpp"
 #include "shmpool/shm/shared_memory.hpp"
 #include "worker/chunk_runner.hpp"
 #include "worker/fork_server_main.hpp"
@@ -34,11 +35,16 @@ namespace {
 constexpr int exit_refused = 3;    // the block is not a control block of this layout
 constexpr int exit_not_ready = 4;  // the shared blocks or the initializer failed
 
-// The blocks shared with the pool ('/'-separated names): attached once, here, for good.
+// The blocks shared with the pool ('/'-separated names): attached once, here, for good. A heap
+// is attached as one (SharedHeap::cached: read-only if frozen), so that tasks find it there.
 void attach_shared_blocks(std::string_view names, bool prefault) {
     while (!names.empty()) {
         const auto slash = names.find('/');  // '/' cannot appear in a block name
-        const SharedMemory& block = shmpool::shared_block(names.substr(0, slash));
+        const std::string_view name = names.substr(0, slash);
+        const bool heap =
+            SharedHeap::is_heap(SharedMemory::attach(name, {.access = Access::read_only}));
+        const SharedMemory& block =
+            heap ? SharedHeap::cached(name).block() : shmpool::shared_block(name);
         if (prefault) block.prefault();
         names = slash == std::string_view::npos ? std::string_view{} : names.substr(slash + 1);
     }

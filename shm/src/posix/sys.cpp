@@ -332,6 +332,10 @@ int kill(pid_t pid, int sig) noexcept {
     return ::kill(pid, sig);
 }
 
+pid_t thread_id() noexcept {
+    return ::gettid();
+}
+
 pid_t wait4(pid_t pid, int* status, struct rusage* usage) noexcept {
     return retry(Call::wait4, [&] { return ::wait4(pid, status, 0, usage); });
 }

@@ -156,6 +156,8 @@ int epoll_wait(int epfd, epoll_event* events, int max_events, int timeout_ms) no
 int pidfd_send_signal(int pidfd, int sig) noexcept;
 /// kill(pid, sig), for the rare process without a pidfd.
 int kill(pid_t pid, int sig) noexcept;
+/// The calling thread's id (gettid), unique across the processes of the machine.
+pid_t thread_id() noexcept;
 /// wait4(pid, status, 0, usage), retrying EINTR.
 pid_t wait4(pid_t pid, int* status, struct rusage* usage) noexcept;
 /// wait4(pid, status, WNOHANG, usage), retrying EINTR: 0 while the child runs.

@@ -153,7 +153,8 @@ struct PoolOptions {
     /// Called for every worker that dies or is retired (see WorkerEvent).
     std::function<void(const WorkerEvent&)> on_worker_exit{};
     /// Blocks every worker attaches once, before it takes work, and keeps; tasks reach them with
-    /// shmpool::shared_block(name). A block that cannot be attached fails pool creation.
+    /// shmpool::shared_block(name), or a SharedHeap with SharedHeap::cached(name) (mapped
+    /// read-only if it was frozen). A block that cannot be attached fails pool creation.
     std::vector<std::string> shared_blocks{};
     /// Each worker maps every page of the shared_blocks when it attaches them, in one system call
     /// per block (SharedMemory::prefault), instead of a page fault per page on first touch (on a

@@ -26,6 +26,8 @@ struct BlockInfo {
     std::chrono::system_clock::time_point modified;
     /// Whether it holds a valid ShareableList layout; empty if it could not be read.
     std::optional<bool> shareable_list;
+    /// Whether it holds a SharedHeap of this build's layout; empty if it could not be read.
+    std::optional<bool> heap;
     /// The tracked owner's pid and whether it lives; empty for untracked blocks.
     std::optional<pid_t> owner_pid;
     std::optional<bool> owner_alive;
@@ -43,7 +45,7 @@ std::vector<BlockInfo> list_blocks();
 
 /// How much stat_block() reads.
 struct StatOptions {
-    /// Also read the owner's user name, the block's contents (shareable_list, guarded, lock) and
+    /// Also read the owner's user name, the block's contents (shareable_list, heap, guarded, lock) and
     /// the registry (owner_pid, owner_alive). False: one stat() call and nothing else (name, size,
     /// uid, mode, modified, inode; owner stays empty), for hot paths such as
     /// SharedArray<T>::cached().
