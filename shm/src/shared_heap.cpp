@@ -52,7 +52,7 @@ pid_t this_process() noexcept {
     pid_t pid = cached_pid.load(std::memory_order_relaxed);
     if (pid == 0) {
         forget_ids();
-        pid = ::getpid();
+        pid = sys::process_id();
         cached_pid.store(pid, std::memory_order_relaxed);
     }
     return pid;
@@ -101,31 +101,43 @@ void HeapLock::check_usable() {
             what_it_guards((state & heap_index_poisoned) != 0 ? Kind::index : Kind::allocator)));
 }
 
+bool HeapLock::held_by_this_thread() const noexcept {
+    // The futex word's owner, which the kernel clears when its holder dies: a tid reused by a
+    // later thread is never mistaken for the dead one.
+    return mutex_.state().holder_tid == this_thread();
+}
+
 void HeapLock::acquired(LockResult result) {
     if (result == LockResult::owner_died) {
-        // The dead holder's work is half done: poison the heap for good, leave the mutex usable
-        // (readers of the index may still need it), and refuse.
-        if (HeapHeader* h = header()) {
-            h->dead_pid.store(holder_pid_);
-            h->state.fetch_or(
-                kind_ == Kind::allocator ? heap_allocator_poisoned : heap_index_poisoned,
-                std::memory_order_release);
+        HeapHeader* h = header();
+        // A reader that died left nothing half done; a change to the index or an allocation
+        // did: poison the heap for good, leave the mutex usable (readers of the index may still
+        // need it), and refuse.
+        const bool torn = kind_ == Kind::allocator || h == nullptr ||
+                          h->index_changing.load(std::memory_order_acquire) != 0;
+        if (!torn) {
+            mutex_.make_consistent();
+        } else {
+            if (h != nullptr) {
+                h->dead_pid.store(holder_pid_);
+                h->state.fetch_or(
+                    kind_ == Kind::allocator ? heap_allocator_poisoned : heap_index_poisoned,
+                    std::memory_order_release);
+                h->index_changing.store(0, std::memory_order_release);
+            }
+            mutex_.make_consistent();
+            mutex_.unlock();
+            check_usable();
+            throw HeapInconsistent(fmt::format("a heap lock's holder (process {}) died while {}",
+                                               holder_pid_, what_it_guards(kind_)));
         }
-        owner_tid_.store(0);
-        depth_ = 0;
-        mutex_.make_consistent();
-        mutex_.unlock();
-        check_usable();
-        throw HeapInconsistent(fmt::format("a heap lock's holder (process {}) died while {}",
-                                           holder_pid_, what_it_guards(kind_)));
     }
-    owner_tid_.store(this_thread(), std::memory_order_relaxed);
     holder_pid_ = this_process();
     depth_ = 1;
 }
 
 void HeapLock::lock() {
-    if (owner_tid_.load(std::memory_order_relaxed) == this_thread()) {
+    if (held_by_this_thread()) {
         ++depth_;  // Boost's index lock is recursive (a constructor may name objects)
         return;
     }
@@ -134,7 +146,7 @@ void HeapLock::lock() {
 }
 
 bool HeapLock::try_lock() {
-    if (owner_tid_.load(std::memory_order_relaxed) == this_thread()) {
+    if (held_by_this_thread()) {
         ++depth_;
         return true;
     }
@@ -155,8 +167,31 @@ void HeapLock::poison_if_holder_died() noexcept {
 
 void HeapLock::unlock() {
     if (--depth_ > 0) return;
-    owner_tid_.store(0, std::memory_order_relaxed);
     mutex_.unlock();
+}
+
+bool HeapAlgorithm::frees_allowed() const noexcept {
+    // The algorithm is the first base of the segment manager, at the start of the segment
+    // (checked when the heap is created and attached).
+    const auto* h = reinterpret_cast<const HeapHeader*>(reinterpret_cast<const char*>(this) -
+                                                        HeapHeader::bytes);
+    return (h->state.load(std::memory_order_acquire) & (heap_frozen | heap_poisoned)) == 0;
+}
+
+void HeapAlgorithm::deallocate(void* address) noexcept {
+    if (!frees_allowed()) return;
+    try {
+        base::deallocate(address);
+    } catch (...) {  // frozen or poisoned meanwhile: the memory stays with the heap
+    }
+}
+
+void HeapAlgorithm::deallocate_many(multiallocation_chain& chain) noexcept {
+    if (!frees_allowed()) return;
+    try {
+        base::deallocate_many(chain);
+    } catch (...) {
+    }
 }
 
 }  // namespace detail
@@ -201,6 +236,14 @@ std::optional<std::string> refusal(const SharedMemory& block) {
     if (h.segment_bytes != block.size() - HeapHeader::bytes)
         return fmt::format("says its heap is {} bytes, but the block holds {}", h.segment_bytes,
                            block.size() - HeapHeader::bytes);
+    // The locks are written through these offsets: they must be where this build puts them.
+    const auto lock_end = static_cast<std::int64_t>(HeapHeader::bytes + segment_manager_bytes -
+                                                    sizeof(detail::HeapLock));
+    if (h.allocator_lock != static_cast<std::int64_t>(HeapHeader::bytes) ||
+        h.index_lock <= h.allocator_lock || h.index_lock > lock_end ||
+        h.index_lock % static_cast<std::int64_t>(alignof(detail::HeapLock)) != 0)
+        return fmt::format("has its locks at offsets {} and {}, not where this build puts them",
+                           h.allocator_lock, h.index_lock);
     return std::nullopt;
 }
 
@@ -242,6 +285,15 @@ SharedHeap SharedHeap::create(std::string_view name, std::size_t size,
             throw;
         }
         detail::heap_under_construction() = nullptr;
+        // The allocator finds the header from its own address (HeapAlgorithm::frees_allowed).
+        // (the segment manager at the segment's start, and the algorithm's first member, its
+        // lock, there too: the algorithm is there).
+        if (static_cast<void*>(segment->get_segment_manager()) !=
+                static_cast<void*>(block.data() + HeapHeader::bytes) ||
+            h->allocator_lock != static_cast<std::int64_t>(HeapHeader::bytes))
+            throw std::logic_error(
+                "this Boost lays a heap's segment out differently from what "
+                "shmpool expects");
         h->magic.store(HeapHeader::magic_value, std::memory_order_release);
         return {std::move(block), std::move(segment)};
     } catch (...) {
@@ -250,13 +302,12 @@ SharedHeap SharedHeap::create(std::string_view name, std::size_t size,
     }
 }
 
-SharedHeap SharedHeap::attach(std::string_view name, Access access) {
-    SharedMemory block = SharedMemory::attach(name, {.access = access});
+SharedHeap SharedHeap::open(SharedMemory block) {
     if (std::optional<std::string> why = refusal(block))
         throw CorruptedBlock(errc::corrupted_block,
                              fmt::format("block '{}' {}", block.name(), *why));
     const auto& h = *reinterpret_cast<const HeapHeader*>(block.data());
-    if (access == Access::read_only && (h.state.load() & detail::heap_frozen) == 0)
+    if (block.read_only() && (h.state.load() & detail::heap_frozen) == 0)
         throw std::logic_error(fmt::format(
             "heap '{}' is not frozen: only a frozen heap may be attached read-only (its locks "
             "are written)",
@@ -264,6 +315,10 @@ SharedHeap SharedHeap::attach(std::string_view name, Access access) {
     auto segment = std::make_unique<HeapSegment>(boost::interprocess::open_only,
                                                  block.data() + HeapHeader::bytes, h.segment_bytes);
     return {std::move(block), std::move(segment)};
+}
+
+SharedHeap SharedHeap::attach(std::string_view name, Access access) {
+    return open(SharedMemory::attach(name, {.access = access}));
 }
 
 SharedHeap& SharedHeap::cached(std::string_view name) {
@@ -274,8 +329,13 @@ SharedHeap& SharedHeap::cached(std::string_view name) {
     std::lock_guard lock(mutex);
     auto it = cache.find(name);
     if (it == cache.end() || it->second.first != inode) {
-        SharedHeap heap = attach(name);
-        if (heap.frozen()) heap = attach(name, Access::read_only);
+        // Read-only first: a frozen heap keeps that mapping; one still open is mapped again,
+        // read-write (its locks are written).
+        SharedMemory probe = SharedMemory::attach(name, {.access = Access::read_only});
+        const bool frozen =
+            is_heap(probe) && (reinterpret_cast<const HeapHeader*>(probe.data())->state.load() &
+                               detail::heap_frozen) != 0;
+        SharedHeap heap = frozen ? open(std::move(probe)) : attach(name);
         it =
             cache.insert_or_assign(std::string(name), std::make_pair(inode, std::move(heap))).first;
     }
@@ -286,32 +346,65 @@ bool SharedHeap::is_heap(const SharedMemory& block) noexcept {
     return block.is_open() && !refusal(block).has_value();
 }
 
-const HeapHeader& SharedHeap::header() const noexcept {
-    return *reinterpret_cast<const HeapHeader*>(block_.data());
+HeapSegment& SharedHeap::segment() const {
+    if (!segment_)
+        throw std::logic_error("SharedHeap: no heap is open (default-constructed or moved from)");
+    return *segment_;
+}
+
+HeapHeader& SharedHeap::header() const {
+    segment();  // the check
+    // The header is shared state, changed through the mutexes' and the state's atomics.
+    return *reinterpret_cast<HeapHeader*>(const_cast<std::byte*>(block_.data()));  // NOLINT
+}
+
+void SharedHeap::check_writable(std::string_view object) const {
+    const HeapState s = state();
+    if (s == HeapState::writable) return;
+    if (s == HeapState::frozen)
+        throw HeapFrozen(
+            fmt::format("heap '{}' is frozen: '{}' cannot be made or destroyed", name(), object));
+    throw HeapInconsistent(fmt::format(
+        "heap '{}' is inconsistent (process {} died holding its lock): '{}' cannot be made or "
+        "destroyed",
+        name(), dead_pid(), object));
+}
+
+void SharedHeap::throw_index_torn(std::string_view object) const {
+    throw HeapInconsistent(fmt::format(
+        "heap '{}': process {} died while changing the index of named objects; '{}' cannot be "
+        "looked up",
+        name(), dead_pid(), object));
 }
 
 void SharedHeap::freeze() {
-    // Under the index lock: no allocation or naming is half done when the heap turns read-only.
-    auto mark = [this] {
-        auto& h = const_cast<HeapHeader&>(header());  // NOLINT: the header is ours to change
+    if (frozen()) return;
+    check_writable("(freeze)");
+    HeapHeader& h = header();
+    auto* allocator_lock =
+        reinterpret_cast<detail::HeapLock*>(reinterpret_cast<char*>(&h) + h.allocator_lock);
+    // Under both locks, in Boost's order (index, then allocation): no naming and no allocation
+    // is half done when the heap turns read-only.
+    auto mark = [&] {
+        std::lock_guard allocation(*allocator_lock);
         h.state.fetch_or(detail::heap_frozen, std::memory_order_release);
     };
     segment().get_segment_manager()->atomic_func(mark);
 }
 
-HeapState SharedHeap::state() const noexcept {
-    const HeapHeader& h = header();
+bool SharedHeap::frozen() const {
+    return (header().state.load(std::memory_order_acquire) & detail::heap_frozen) != 0;
+}
+
+HeapState SharedHeap::state() const {
+    HeapHeader& h = header();
     std::uint32_t s = h.state.load(std::memory_order_acquire);
-    if ((s & (detail::heap_allocator_poisoned | detail::heap_index_poisoned |
-              detail::heap_frozen)) == 0 &&
-        !block_.read_only()) {
+    if ((s & (detail::heap_poisoned | detail::heap_frozen)) == 0 && !block_.read_only()) {
         // A holder that died is found by the next locker; a question about the state must not
         // wait for one.
-        for (std::int64_t offset : {h.index_lock, h.allocator_lock}) {
-            auto* lock = reinterpret_cast<detail::HeapLock*>(
-                const_cast<char*>(reinterpret_cast<const char*>(&h)) + offset);  // NOLINT
-            lock->poison_if_holder_died();
-        }
+        for (std::int64_t offset : {h.index_lock, h.allocator_lock})
+            reinterpret_cast<detail::HeapLock*>(reinterpret_cast<char*>(&h) + offset)
+                ->poison_if_holder_died();
         s = h.state.load(std::memory_order_acquire);
     }
     if ((s & detail::heap_index_poisoned) != 0) return HeapState::index_inconsistent;
@@ -320,8 +413,9 @@ HeapState SharedHeap::state() const noexcept {
     return HeapState::writable;
 }
 
-pid_t SharedHeap::dead_pid() const noexcept {
-    return state() == HeapState::inconsistent || state() == HeapState::index_inconsistent
+pid_t SharedHeap::dead_pid() const {
+    const HeapState s = state();
+    return s == HeapState::inconsistent || s == HeapState::index_inconsistent
                ? header().dead_pid.load()
                : 0;
 }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <fstream>
 #include <mutex>
 #include <ranges>
 #include <regex>
@@ -106,6 +107,21 @@ TEST(Pool, AFrozenHeapInSharedBlocksIsReadInPlaceThroughAReadOnlyMapping) {
     }
     frozen.freeze();
     Pool pool({.workers = 2, .shared_blocks = {frozen.name(), open.name()}});
+    // Attached at start-up, before any task: each worker maps the frozen heap once, read-only
+    // ("r--s"), and the open one once, read-write ("rw-s").
+    for (pid_t pid : pool.worker_pids()) {
+        std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+        int frozen_maps = 0;
+        int open_maps = 0;
+        for (std::string line; std::getline(maps, line);) {
+            if (line.ends_with("/dev/shm/" + frozen.name()))
+                frozen_maps += line.find(" r--s ") != std::string::npos ? 1 : 100;
+            if (line.ends_with("/dev/shm/" + open.name()))
+                open_maps += line.find(" rw-s ") != std::string::npos ? 1 : 100;
+        }
+        EXPECT_EQ(frozen_maps, 1) << "worker " << pid;
+        EXPECT_EQ(open_maps, 1) << "worker " << pid;
+    }
     std::vector<std::tuple<std::string, std::string>> args;
     for (int i = 0; i < 100; i += 7)
         args.emplace_back(frozen.name(), "key" + std::to_string(i));

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -89,8 +90,9 @@ bool reads_back(const SharedHeap& heap) {
            a != ids->end() && a->second == 42 && heap.find<Vocabulary>("nothing") == nullptr;
 }
 
-// Forks a child that attaches the heap, takes the lock `which` ("allocator", or "index" by
-// naming an object whose constructor kills its process) and dies of SIGKILL holding it.
+// Forks a child that attaches the heap, takes a lock and dies of SIGKILL holding it: `which` is
+// "allocator" (the allocation lock), "index" (naming an object whose constructor kills its
+// process: the index is being changed) or "reader" (the index lock, only reading).
 struct DiesWhileNamed {
     DiesWhileNamed() { ::raise(SIGKILL); }
 };
@@ -99,11 +101,12 @@ pid_t die_holding(const std::string& name, std::string_view which) {
     if (pid == 0) {
         SharedHeap heap = SharedHeap::attach(name);
         if (which == "index") heap.construct<DiesWhileNamed>("doomed");
-        // The allocation lock: the one Boost's allocator takes, reached through its header.
+        // The locks Boost takes, reached through the header.
         auto* header = reinterpret_cast<shmpool::detail::HeapHeader*>(
             const_cast<std::byte*>(heap.block().data()));
-        auto* lock = reinterpret_cast<shmpool::detail::HeapLock*>(reinterpret_cast<char*>(header) +
-                                                                  header->allocator_lock);
+        auto* lock = reinterpret_cast<shmpool::detail::HeapLock*>(
+            reinterpret_cast<char*>(header) +
+            (which == "reader" ? header->index_lock : header->allocator_lock));
         lock->lock();
         ::raise(SIGKILL);
         ::_exit(3);
@@ -200,6 +203,50 @@ TEST(SharedHeap, AProcessKilledWhileNamingAnObjectRefusesLookupsToo) {
     EXPECT_EQ(h.heap.dead_pid(), dead);
     EXPECT_THROW(h.heap.named_objects(), HeapInconsistent);
     EXPECT_THROW(h.heap.construct<int>("after", 1), HeapInconsistent);
+}
+
+TEST(SharedHeap, AReaderKilledHoldingTheIndexLockLeavesTheHeapWritable) {
+    // A worker killed in the middle of a lookup (a timeout, say) changed nothing: the heap goes
+    // on as before, for lookups and allocations alike.
+    Heap h;
+    fill(h.heap);
+    die_holding(h.name, "reader");
+    EXPECT_EQ(h.heap.state(), HeapState::writable);
+    EXPECT_TRUE(reads_back(h.heap));
+    EXPECT_EQ(h.heap.construct<int>("after", 7), 7);
+    EXPECT_EQ(h.heap.named_objects().size(), 4u);
+}
+
+TEST(SharedHeap, FreesAfterAPoisoningOrAFreezeAreIgnoredNeverThrown) {
+    // A container that owns heap memory and is destroyed after the heap turned inconsistent or
+    // frozen: its destructor frees, and a free that threw would end the program.
+    Heap h;
+    std::optional<SharedString> held(h.heap.string(std::string(200, 'p')));  // heap memory
+    auto& vector = h.heap.construct<SharedVector<SharedString>>("v", h.heap.allocator());
+    vector.push_back(h.heap.string(std::string(200, 'q')));
+    die_holding(h.name, "allocator");
+    held.reset();    // a free in a poisoned heap: the memory stays with the heap
+    vector.clear();  // the same inside a container
+    EXPECT_EQ(h.heap.state(), HeapState::inconsistent);
+    EXPECT_THROW(h.heap.destroy<SharedVector<SharedString>>("v"), HeapInconsistent);
+    EXPECT_THROW(h.heap.freeze(), HeapInconsistent);
+
+    Heap frozen;
+    std::optional<SharedString> kept(frozen.heap.string(std::string(200, 'r')));
+    frozen.heap.freeze();
+    frozen.heap.freeze();  // twice: nothing more
+    const std::size_t free = frozen.heap.free_bytes();
+    kept.reset();
+    EXPECT_EQ(frozen.heap.free_bytes(), free);
+    EXPECT_THROW(frozen.heap.destroy<int>("x"), HeapFrozen);
+}
+
+TEST(SharedHeap, AnEmptyHeapObjectIsALogicErrorNotACrash) {
+    SharedHeap empty;
+    EXPECT_FALSE(empty.is_open());
+    EXPECT_THROW(empty.state(), std::logic_error);
+    EXPECT_THROW(empty.find<int>("x"), std::logic_error);
+    EXPECT_THROW(empty.construct<int>("x", 1), std::logic_error);
 }
 
 TEST(SharedHeap, AFrozenHeapIsReadLockFreeThroughAReadOnlyMapping) {

@@ -162,11 +162,14 @@ void show_heap(const std::string& name, bool as_json, double lock_timeout) {
         if (e.code() != std::errc::permission_denied) throw;
         heap = SharedHeap::attach(name, Access::read_only);  // a frozen heap needs no lock
     }
-    const HeapState state = heap.state();
     std::optional<std::vector<SharedHeap::NamedObject>> objects;
-    if (state != HeapState::index_inconsistent)
-        objects = heap.named_objects(
-            std::chrono::milliseconds(static_cast<std::int64_t>(lock_timeout * 1000)));
+    try {
+        if (heap.state() != HeapState::index_inconsistent)
+            objects = heap.named_objects(
+                std::chrono::milliseconds(static_cast<std::int64_t>(lock_timeout * 1000)));
+    } catch (const HeapInconsistent&) {  // found torn just now: shown as such
+    }
+    const HeapState state = heap.state();
     if (as_json) {
         nlohmann::json list = nullptr;
         if (objects) {

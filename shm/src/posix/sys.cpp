@@ -336,6 +336,10 @@ pid_t thread_id() noexcept {
     return ::gettid();
 }
 
+pid_t process_id() noexcept {
+    return ::getpid();
+}
+
 pid_t wait4(pid_t pid, int* status, struct rusage* usage) noexcept {
     return retry(Call::wait4, [&] { return ::wait4(pid, status, 0, usage); });
 }

@@ -158,6 +158,8 @@ int pidfd_send_signal(int pidfd, int sig) noexcept;
 int kill(pid_t pid, int sig) noexcept;
 /// The calling thread's id (gettid), unique across the processes of the machine.
 pid_t thread_id() noexcept;
+/// The calling process's id (getpid).
+pid_t process_id() noexcept;
 /// wait4(pid, status, 0, usage), retrying EINTR.
 pid_t wait4(pid_t pid, int* status, struct rusage* usage) noexcept;
 /// wait4(pid, status, WNOHANG, usage), retrying EINTR: 0 while the child runs.

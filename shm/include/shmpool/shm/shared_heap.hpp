@@ -125,13 +125,15 @@ class SharedHeap {
     SharedHeap& operator=(SharedHeap&&) noexcept = default;
     ~SharedHeap() = default;
 
-    /// Builds a T named `name` from `args` (an allocator() argument, for a container). Throws
+    /// Builds a T named `name` from `args` (an allocator() argument, for a container). T's
+    /// constructor runs under the heap's index lock: keep it short (build a container empty,
+    /// fill it after), and never wait in it for another process that uses the heap. Throws
     /// std::invalid_argument if the name is taken, HeapFull, HeapFrozen, HeapInconsistent.
     template <class T, class... Args>
     T& construct(std::string_view name, Args&&... args) {
         const std::string key(name);
         T* made = nullptr;
-        translate(name, [&] {
+        change_index(name, [&] {
             made = segment().template construct<T>(key.c_str())(std::forward<Args>(args)...);
         });
         return *made;
@@ -141,19 +143,19 @@ class SharedHeap {
     template <class T>
     T* find(std::string_view name) const {
         const std::string key(name);
+        if (state() == HeapState::index_inconsistent) throw_index_torn(name);
+        if (frozen()) return segment().template find_no_lock<T>(key.c_str()).first;
         std::pair<T*, std::size_t> found{nullptr, 0};
-        if (frozen())
-            found = segment().template find_no_lock<T>(key.c_str());
-        else
-            translate(name, [&] { found = segment().template find<T>(key.c_str()); });
+        translate(name, [&] { found = segment().template find<T>(key.c_str()); });
         return found.first;
     }
-    /// Destroys the object named `name`; false if there is none. Throws as construct().
+    /// Destroys the object named `name`; false if there is none. Throws HeapFrozen,
+    /// HeapInconsistent.
     template <class T>
     bool destroy(std::string_view name) {
         const std::string key(name);
         bool destroyed = false;
-        translate(name, [&] { destroyed = segment().template destroy<T>(key.c_str()); });
+        change_index(name, [&] { destroyed = segment().template destroy<T>(key.c_str()); });
         return destroyed;
     }
     /// An allocator into this heap, for the containers built in it.
@@ -162,12 +164,17 @@ class SharedHeap {
     SharedString string(std::string_view s) const { return {s.data(), s.size(), allocator()}; }
 
     /// Read-only from now on, in every process: allocation, naming and destruction throw
-    /// HeapFrozen, lookups take no lock, and attachers may map it Access::read_only.
+    /// HeapFrozen, frees are ignored (the memory stays with the heap), lookups take no lock, and
+    /// attachers may map it Access::read_only. Waits for an allocation under way. Nothing if
+    /// frozen already; throws HeapInconsistent if a lock holder died.
     void freeze();
-    HeapState state() const noexcept;
-    bool frozen() const noexcept { return state() == HeapState::frozen; }
+    /// What the header says; a lock holder that died is found here too, without waiting for the
+    /// next locker.
+    HeapState state() const;
+    /// Frozen (also when inconsistent since).
+    bool frozen() const;
     /// The process that died holding a heap lock (state() inconsistent), else 0.
-    pid_t dead_pid() const noexcept;
+    pid_t dead_pid() const;
     /// Free bytes left for allocation, and the heap's whole size (the block's).
     std::size_t free_bytes() const;
     std::size_t size() const noexcept { return block_.size(); }
@@ -182,14 +189,28 @@ class SharedHeap {
     const SharedMemory& block() const noexcept { return block_; }
     /// Removes the block from /dev/shm (see SharedMemory::unlink()).
     void unlink() { block_.unlink(); }
-    /// The Boost.Interprocess segment, for what this class does not wrap.
-    detail::HeapSegment& segment() const { return *segment_; }
+    /// The Boost.Interprocess segment, for what this class does not wrap (its named constructions
+    /// do not mark the index as being changed: a death there is not detected). Throws
+    /// std::logic_error on an empty SharedHeap, as every member above does.
+    detail::HeapSegment& segment() const;
 
   private:
     SharedHeap(SharedMemory block, std::unique_ptr<detail::HeapSegment> segment)
         : block_(std::move(block)), segment_(std::move(segment)) {}
-    const detail::HeapHeader& header() const noexcept;
-    // Runs f, turning Boost's errors into ours (naming the heap and the object).
+    // Checks `block` and opens the heap in it.
+    static SharedHeap open(SharedMemory block);
+    detail::HeapHeader& header() const;
+    // Runs f under the index lock, the index marked as being changed (a death there poisons it).
+    template <class F>
+    void change_index(std::string_view object, F&& f) {
+        check_writable(object);
+        auto changing = [&] {
+            detail::IndexChange mark(header());
+            std::forward<F>(f)();
+        };
+        translate(object, [&] { segment().get_segment_manager()->atomic_func(changing); });
+    }
+    // Runs f, turning Boost's errors into ours and naming the object in the heap's.
     template <class F>
     void translate(std::string_view object, F&& f) const {
         try {
@@ -198,8 +219,15 @@ class SharedHeap {
             throw_full(object);
         } catch (const boost::interprocess::interprocess_exception& e) {
             throw_boost(object, e);
+        } catch (const HeapInconsistent& e) {
+            throw HeapInconsistent(std::string(e.what()) + " (object '" + std::string(object) +
+                                   "')");
+        } catch (const HeapFrozen& e) {
+            throw HeapFrozen(std::string(e.what()) + " (object '" + std::string(object) + "')");
         }
     }
+    void check_writable(std::string_view object) const;
+    [[noreturn]] void throw_index_torn(std::string_view object) const;
     [[noreturn]] void throw_full(std::string_view object) const;
     [[noreturn]] void throw_boost(std::string_view object,
                                   const boost::interprocess::interprocess_exception& e) const;

@@ -1,5 +1,6 @@
 // The machinery under SharedHeap: the header at the start of a heap's block, the robust mutexes
-// plugged into Boost.Interprocess as its mutex family, and the segment types. Not for users.
+// plugged into Boost.Interprocess as its mutex family, the allocator that never throws from a
+// free, and the segment types. Not for users.
 #pragma once
 
 #include <sys/types.h>
@@ -19,10 +20,12 @@ namespace shmpool::detail {
 enum HeapStateBits : std::uint32_t {
     heap_frozen = 1U << 0,              // read-only from now on: no lock is taken, none may be
     heap_allocator_poisoned = 1U << 1,  // a process died holding the allocation lock
-    heap_index_poisoned = 1U << 2,      // ... or the lock of the index of named objects
+    heap_index_poisoned = 1U << 2,      // ... or while changing the index of named objects
 };
+constexpr std::uint32_t heap_poisoned = heap_allocator_poisoned | heap_index_poisoned;
 
-/// The first bytes of a heap's block; the Boost.Interprocess segment follows at header_bytes.
+/// The first bytes of a heap's block; the Boost.Interprocess segment follows at `bytes`, and
+/// the segment manager (whose first member is the allocation lock) at its very start.
 /// Pinned, built in place by the creator, which writes `magic` last (release): an attacher that
 /// sees the magic sees the whole header and the segment manager.
 struct HeapHeader {
@@ -41,15 +44,19 @@ struct HeapHeader {
     std::atomic<std::int32_t> dead_pid;   // the process that died holding a heap lock
     std::int64_t allocator_lock;          // offsets of the two locks from this header
     std::int64_t index_lock;
+    // Set, under the index lock, while SharedHeap changes the index (construct, destroy): a
+    // holder that dies then leaves it torn. A holder that dies while only reading it does not.
+    std::atomic<std::uint32_t> index_changing;
     char name[256];  // the block's name, for messages
 };
 static_assert(sizeof(HeapHeader) <= HeapHeader::bytes);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
-/// The mutexes Boost.Interprocess takes inside a heap (its mutex family), over RobustMutex: a
-/// holder's death poisons the heap (HeapHeader::state) instead of deadlocking it, and every later
-/// lock throws HeapInconsistent naming the heap and the dead process. A frozen heap refuses to be
-/// locked at all (HeapFrozen): its readers may map it read-only.
+/// The mutexes Boost.Interprocess takes inside a heap (its mutex family), over RobustMutex,
+/// recursive for the same thread (Boost's index lock must be). A holder's death poisons the heap
+/// (HeapHeader::state) instead of deadlocking it, and every later lock throws HeapInconsistent
+/// naming the heap and the dead process. A frozen heap refuses to be locked at all (HeapFrozen):
+/// its readers may map it read-only. Boost calls lock(), try_lock() and unlock() only.
 class HeapLock {
   public:
     enum class Kind : std::uint8_t { allocator, index };
@@ -59,25 +66,20 @@ class HeapLock {
 
     void lock();
     bool try_lock();
-    template <class TimePoint>
-    bool timed_lock(const TimePoint& /*deadline*/) {
-        lock();  // a heap lock is held for an allocation only; a robust wait never hangs
-        return true;
-    }
     void unlock();
     RobustMutex::State state() const noexcept { return mutex_.state(); }
-    /// If the last holder died (the kernel marked the lock), poisons the heap now, as the next
-    /// locker would. Needs a writable mapping.
+    /// If the last holder died (the kernel marked the lock), judges it now, as the next locker
+    /// would. Needs a writable mapping.
     void poison_if_holder_died() noexcept;
 
   private:
     HeapHeader* header() noexcept;
+    bool held_by_this_thread() const noexcept;
     void acquired(LockResult result);
     void check_usable();
 
     RobustMutex mutex_;
-    std::atomic<std::int32_t> owner_tid_{0};  // recursion: the thread holding it
-    std::uint32_t depth_ = 0;
+    std::uint32_t depth_ = 0;      // recursion, read by its holder only
     std::int32_t holder_pid_ = 0;  // who holds it, kept after its death for the message
     std::int64_t to_header_ = 0;   // the header's address minus this one's (0: unknown)
     Kind kind_;
@@ -94,7 +96,22 @@ struct HeapMutexFamily {
     using recursive_mutex_type = HeapIndexLock;
 };
 
-using HeapAlgorithm = boost::interprocess::rbtree_best_fit<HeapMutexFamily>;
+/// Boost's best-fit allocator, whose frees never throw: in a frozen or poisoned heap the memory
+/// of a free stays with the heap, since a free is mostly a container's destructor, and a
+/// destructor that throws ends the program. No data member: Boost lays the segment out from
+/// the size of its own class.
+class HeapAlgorithm : public boost::interprocess::rbtree_best_fit<HeapMutexFamily> {
+    using base = boost::interprocess::rbtree_best_fit<HeapMutexFamily>;
+
+  public:
+    using base::base;
+    void deallocate(void* address) noexcept;
+    void deallocate_many(multiallocation_chain& chain) noexcept;
+
+  private:
+    bool frees_allowed() const noexcept;
+};
+
 using HeapSegment =
     boost::interprocess::basic_managed_external_buffer<char, HeapAlgorithm,
                                                        boost::interprocess::iset_index>;
@@ -102,5 +119,19 @@ using HeapSegmentManager = HeapSegment::segment_manager;
 
 /// The header of the heap whose segment this thread is creating (its locks find it so).
 HeapHeader*& heap_under_construction() noexcept;
+
+/// Marks the index as being changed for a scope (the caller holds the index lock).
+class IndexChange {
+  public:
+    explicit IndexChange(HeapHeader& header) noexcept : header_(header) {
+        header_.index_changing.store(1, std::memory_order_release);
+    }
+    IndexChange(const IndexChange&) = delete;
+    IndexChange& operator=(const IndexChange&) = delete;
+    ~IndexChange() { header_.index_changing.store(0, std::memory_order_release); }
+
+  private:
+    HeapHeader& header_;
+};
 
 }  // namespace shmpool::detail
