@@ -5,7 +5,7 @@ RELEASE_BUILD ?= build-release
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build demo test test-main test-release test-asan bench format tidy clean
+.PHONY: all deps configure build demo python test test-main test-release test-asan bench format tidy clean
 
 all: build
 
@@ -23,6 +23,12 @@ build: configure
 demo: configure
 	cmake --build $(BUILD) -j $(JOBS) --target mandelbrot shmpool-tracker
 	$(BUILD)/bin/mandelbrot --workers 2 --crash-rate 0.01 --out $(BUILD)/mandelbrot.png
+
+# The Python package, into $(BUILD)/python (PYTHONPATH=$(BUILD)/python), and its tests:
+# shmpool's own, then CPython's own shared-memory tests against it (docs/python.md).
+python: configure
+	cmake --build $(BUILD) -j $(JOBS) --target shmpool_python shmpool-tracker
+	ctest --test-dir $(BUILD) -L python --output-on-failure
 
 # The whole suite, warnings as errors: the normal build (RelWithDebInfo), then a Release build
 # (-O3 finds warnings -O2 does not), then a Debug build under AddressSanitizer + UBSan.
@@ -52,7 +58,7 @@ bench: configure
 	python3 bench/run_benchmarks.py --build $(BUILD)
 
 format:
-	find shm framework tools examples tests bench -name '*.[ch]pp' 2>/dev/null | xargs clang-format -i
+	find shm framework tools examples tests bench python -name '*.[ch]pp' 2>/dev/null | xargs clang-format -i
 
 tidy: build
 	find shm framework cluster tools examples -name '*.cpp' 2>/dev/null | xargs clang-tidy -p $(BUILD) --quiet

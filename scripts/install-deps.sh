@@ -7,7 +7,8 @@ packages=(
     libboost1.81-dev libtbb-dev libfmt-dev libcli11-dev nlohmann-json3-dev
     libgtest-dev libgmock-dev libbenchmark-dev
     clang libclang-rt-14-dev
-    python3 python3-numpy
+    python3 python3-numpy python3-dev python3-venv pybind11-dev
+    libpython3.11-testsuite
     libpng-dev gnuplot-nox
     openmpi-bin libopenmpi-dev
 )

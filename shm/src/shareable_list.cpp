@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -229,10 +230,18 @@ ShareableList ShareableList::create(std::string_view name, std::span<const Value
                 break;
             case Value::Type::string:
             case Value::Type::bytes:
-                // CPython: 8 * (len // 8 + 1), with len in UTF-8 bytes here (CPython counts
-                // characters, which truncates non-ASCII text).
+                // CPython: 8 * (len // 8 + 1), len counting a str's characters. Where the UTF-8
+                // bytes fit that, the same slot (so the format is CPython's); where they do not
+                // (CPython would truncate the text, gh-88336), len counts the bytes.
                 raw[i] = stored_bytes(v, i);
                 slot = 8 * (raw[i].size() / 8 + 1);
+                if (v.type() == Value::Type::string) {
+                    const auto characters = static_cast<std::size_t>(std::count_if(
+                        raw[i].begin(), raw[i].end(),
+                        [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+                    const std::size_t cpython_slot = 8 * (characters / 8 + 1);
+                    if (raw[i].size() <= cpython_slot) slot = cpython_slot;
+                }
                 formats[i] = sized_format(slot);
                 break;
         }
@@ -470,12 +479,16 @@ std::size_t ShareableList::slot_size(std::ptrdiff_t index) const {
 
 std::string ShareableList::format() const {
     std::string out;
-    for (std::size_t i = 0; i < count_; ++i) {
-        char text[8];
-        std::memcpy(text, formats_ + 8 * i, 8);
-        out.append(text, strnlen(text, 8));
-    }
+    for (std::size_t i = 0; i < count_; ++i)
+        out += item_format(static_cast<std::ptrdiff_t>(i));
     return out;
+}
+
+std::string ShareableList::item_format(std::ptrdiff_t index) const {
+    const std::size_t i = checked_index(index, "item_format");
+    char text[8];
+    std::memcpy(text, formats_ + 8 * i, 8);
+    return {text, strnlen(text, 8)};
 }
 
 std::optional<std::size_t> ShareableList::find(const Value& value) const {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -35,25 +36,35 @@ TEST(PoolAffinity, ARepeatedIndexJobGivesEachRangeToTheWorkerThatRanItLastTime) 
     auto owners = SharedArray<std::int64_t>::create(8);
     Gate gate = Gate::create(shmpool::test::unique_name());
     shmpool::test::Unlinker u{owners.name()};
-    Pool pool({.workers = 2});
-    auto run = [&](int round) {
+    int arrivals = 0;
+    auto run = [&](Pool& pool) {
         std::thread job(
             [&] { pool.for_each_index(stamp_owner_task, 8, 1, owners.name(), gate.name()); });
-        const bool held = gate.wait_arrivals(round);
-        const bool others_done = shmpool::test::eventually(
-            [&] { return pool.stats().tasks_done == static_cast<std::size_t>(8 * round - 1); });
+        const std::size_t done = pool.stats().tasks_done;
+        const bool held = gate.wait_arrivals(++arrivals);
+        const bool others_done =
+            shmpool::test::eventually([&] { return pool.stats().tasks_done == done + 7; });
         gate.release();
         job.join();
         gate.close();
-        EXPECT_TRUE(held && others_done) << "round " << round;
+        EXPECT_TRUE(held && others_done) << "arrival " << arrivals;
     };
-    run(1);
-    const auto first = snapshot(owners);
-    const auto before = pool.stats();
+    // The skew of the first run needs X to claim range 0 before Y, idle, takes it back from X's
+    // buffer (then Y runs it after six others); on a loaded machine X may be that slow. Such a
+    // first run is done again, with a new pool (which remembers no placement), a few times.
+    std::vector<std::int64_t> first;
+    std::optional<Pool> pool;
+    for (int attempt = 0; attempt < 5; ++attempt) {
+        pool.emplace(shmpool::PoolOptions{.workers = 2});
+        run(*pool);
+        first = snapshot(owners);
+        if (std::count(first.begin(), first.end(), first[0]) == 1) break;
+    }
     ASSERT_EQ(std::count(first.begin(), first.end(), first[0]), 1) << "X ran range 0 alone";
+    const auto before = pool->stats();
     std::fill(owners.begin(), owners.end(), 0);
-    run(2);
-    const auto after = pool.stats();
+    run(*pool);
+    const auto after = pool->stats();
     EXPECT_EQ(snapshot(owners), first);
     EXPECT_EQ(after.stolen_ranges - before.stolen_ranges, 0u);
     EXPECT_EQ(after.reclaimed - before.reclaimed, 0u);

@@ -113,14 +113,17 @@ TEST(ShareableList, ShorterStrReplacesLongerWithoutLeftovers) {
     EXPECT_EQ(list.get(0), Value("xy"));
 }
 
-TEST(ShareableList, NonAsciiStrIsSizedByUtf8Bytes) {
-    // 7 characters, 21 UTF-8 bytes: CPython would allocate 8 bytes and truncate.
+TEST(ShareableList, NonAsciiStrIsSizedByUtf8BytesWhereCPythonsSizeIsTooSmall) {
+    // 7 characters, 21 UTF-8 bytes: CPython would allocate 8 bytes and truncate; here 24. Two
+    // characters in 8 bytes fit CPython's 8-byte slot: the same slot (and format) as CPython's.
     std::string text =
         "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x83\x86\xe3\x82\xad\xe3\x82\xb9\xe3\x83\x88";
-    ShareableList list = ShareableList::create({text, "\xf0\x9f\x98\x80\xf0\x9f\x98\x80"});
+    ShareableList list =
+        ShareableList::create({text, "\xf0\x9f\x98\x80\xf0\x9f\x98\x80", "encod\xc3\xa9s"});
     Unlinker u{list.name()};
     EXPECT_EQ(list.slot_size(0), 24u);
-    EXPECT_EQ(list.slot_size(1), 16u);
+    EXPECT_EQ(list.slot_size(1), 8u);
+    EXPECT_EQ(list.item_format(2), "8s");  // CPython's test: 7 characters, 8 bytes
     EXPECT_EQ(list.get(0), Value(text));
     EXPECT_EQ(list.get(1), Value("\xf0\x9f\x98\x80\xf0\x9f\x98\x80"));
 }

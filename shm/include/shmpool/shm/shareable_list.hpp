@@ -116,6 +116,8 @@ class ShareableList {
 
     /// CPython's `format` property: the struct formats of all items, concatenated.
     std::string format() const;
+    /// The struct format of one item (CPython's `_get_packing_format`). Throws std::out_of_range.
+    std::string item_format(std::ptrdiff_t index) const;
     /// Number of items equal to `value` (typed equality, see Value).
     std::size_t count(const Value& value) const;
     /// Position of the first item equal to `value`; std::invalid_argument if there is none.

@@ -1,0 +1,28 @@
+"""shmpool for Python: a drop-in ``multiprocessing.shared_memory`` on shmpool's C++ library.
+
+``shmpool.shared_memory`` has the API of CPython's module (``SharedMemory``, ``ShareableList``)
+without its bugs (docs/python.md). ``shmpool.install()`` makes ``multiprocessing.shared_memory``
+imports, ``SharedMemoryManager``'s included, use it.
+"""
+
+from . import shared_memory
+
+__all__ = ["shared_memory", "install"]
+
+
+def install():
+    """Makes ``multiprocessing.shared_memory`` this package's module, from now on in this process.
+
+    Call it before anything imports ``multiprocessing.managers`` (which binds the module it finds
+    then). Child processes started with spawn or forkserver run it again only if they import
+    shmpool and call it too; ``python/shmpool/_inject_stdlib.py`` does it for every interpreter of
+    a virtual environment.
+    """
+    import multiprocessing
+    import sys
+
+    sys.modules["multiprocessing.shared_memory"] = shared_memory
+    multiprocessing.shared_memory = shared_memory
+    managers = sys.modules.get("multiprocessing.managers")
+    if managers is not None and hasattr(managers, "shared_memory"):
+        managers.shared_memory = shared_memory

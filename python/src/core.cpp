@@ -1,0 +1,172 @@
+// shmpool._core: the extension under the shmpool Python package. A Mapping owns one mapping of a
+// block and exports it through the buffer protocol; memoryviews and numpy arrays over it keep it
+// alive, so close() never unmaps memory that a view still points to (the mapping goes with the
+// last one). ShareableList reads and writes items through the C++ ShareableList.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cerrno>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include "shmpool/shm/error.hpp"
+#include "shmpool/shm/shareable_list.hpp"
+#include "shmpool/shm/shared_memory.hpp"
+#include "shmpool/shm/value.hpp"
+
+namespace py = pybind11;
+using shmpool::SharedMemory;
+using shmpool::Value;
+
+namespace {
+
+// One mapping of a block, exported as bytes. close() only forgets the block's name for this
+// object; the memory is unmapped when the last view over it is gone.
+class Mapping {
+  public:
+    explicit Mapping(SharedMemory block) : block_(std::move(block)) {}
+    std::string name() const { return block_.name(); }
+    std::size_t size() const { return block_.size(); }
+    bool read_only() const { return block_.read_only(); }
+    py::buffer_info buffer() {
+        return {const_cast<std::byte*>(block_.data()),
+                1,
+                py::format_descriptor<unsigned char>::format(),
+                1,
+                {block_.size()},
+                {1},
+                block_.read_only()};
+    }
+    const SharedMemory& block() const { return block_; }
+
+  private:
+    SharedMemory block_;
+};
+
+// Creates, opens, or opens-or-creates, as CPython's shm_open flags say (O_CREAT, O_EXCL).
+std::shared_ptr<Mapping> open_block(const std::string& name, bool create, bool exclusive,
+                                    std::size_t size, bool track, unsigned mode) {
+    py::gil_scoped_release unlocked;  // may start the tracker
+    if (create && exclusive)
+        return std::make_shared<Mapping>(
+            SharedMemory::create(name, size, {.track = track, .mode = mode}));
+    if (create) {  // O_CREAT alone: the block if it exists, else a new one
+        try {
+            return std::make_shared<Mapping>(SharedMemory::attach(name));
+        } catch (const std::system_error& e) {
+            if (e.code() != std::errc::no_such_file_or_directory) throw;
+        }
+        return std::make_shared<Mapping>(
+            SharedMemory::create(name, size, {.track = track, .mode = mode}));
+    }
+    return std::make_shared<Mapping>(SharedMemory::attach(name));
+}
+
+py::object to_python(const Value& v) {
+    switch (v.type()) {
+        case Value::Type::none:
+            return py::none();
+        case Value::Type::boolean:
+            return py::bool_(v.get<bool>());
+        case Value::Type::integer:
+            return py::int_(v.get<std::int64_t>());
+        case Value::Type::floating:
+            return py::float_(v.get<double>());
+        case Value::Type::string:
+            return py::str(v.get<std::string>());
+        case Value::Type::bytes: {
+            const std::string_view b = v.get<shmpool::Bytes>().view();
+            return py::bytes(b.data(), b.size());
+        }
+    }
+    return py::none();
+}
+
+Value from_python(const py::handle& o) {
+    if (o.is_none()) return Value(shmpool::None{});
+    if (py::isinstance<py::bool_>(o)) return Value(o.cast<bool>());
+    if (py::isinstance<py::int_>(o)) return Value(o.cast<std::int64_t>());
+    if (py::isinstance<py::float_>(o)) return Value(o.cast<double>());
+    if (py::isinstance<py::str>(o)) return Value(o.cast<std::string>());
+    if (py::isinstance<py::bytes>(o)) {
+        return Value(shmpool::Bytes(o.cast<std::string>()));
+    }
+    throw py::type_error("ShareableList items must be int, float, bool, str, bytes or None, not " +
+                         std::string(py::str(o.get_type().attr("__name__"))));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "shmpool's C++ shared memory, for the shmpool Python package";
+
+    // std::system_error carries an errno: OSError(errno, message) becomes FileNotFoundError,
+    // FileExistsError, ... as Python's own calls do.
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const shmpool::CorruptedBlock& e) {
+            PyErr_SetString(PyExc_ValueError, e.what());
+        } catch (const std::system_error& e) {
+            if (e.code().category() == std::generic_category() ||
+                e.code().category() == std::system_category()) {
+                py::object error =
+                    py::reinterpret_borrow<py::object>(PyExc_OSError)(e.code().value(), e.what());
+                PyErr_SetObject(PyExc_OSError, error.ptr());
+            } else {
+                PyErr_SetString(PyExc_OSError, e.what());
+            }
+        } catch (const std::length_error& e) {
+            // CPython's wording first: code (and CPython's tests) match on it.
+            PyErr_SetString(PyExc_ValueError,
+                            (std::string("exceeds available storage: ") + e.what()).c_str());
+        }
+    });
+
+    py::class_<Mapping, std::shared_ptr<Mapping>>(m, "Mapping", py::buffer_protocol())
+        .def_buffer(&Mapping::buffer)
+        .def_property_readonly("name", &Mapping::name)
+        .def_property_readonly("size", &Mapping::size)
+        .def_property_readonly("read_only", &Mapping::read_only);
+
+    m.def("open", &open_block, py::arg("name"), py::arg("create"), py::arg("exclusive"),
+          py::arg("size"), py::arg("track"), py::arg("mode") = 0600,
+          "Creates (create, exclusive), opens or creates (create), or attaches a block.");
+    m.def(
+        "unlink",
+        [](const std::string& name) {
+            py::gil_scoped_release unlocked;
+            SharedMemory::remove(name);
+        },
+        py::arg("name"));
+    // The C++ ShareableList: CPython's layout, with its fixes (str sized in UTF-8 bytes, trailing
+    // NULs refused, a corrupted block an error).
+    py::class_<shmpool::ShareableList>(m, "List")
+        .def_static(
+            "create",
+            [](const std::string& name, const py::sequence& items, bool track) {
+                std::vector<Value> values;
+                for (const auto& item : items)
+                    values.push_back(from_python(item));
+                py::gil_scoped_release unlocked;
+                return shmpool::ShareableList::create(name, values, {.track = track});
+            },
+            py::arg("name"), py::arg("items"), py::arg("track"))
+        .def_static(
+            "attach",
+            [](const std::string& name) {
+                py::gil_scoped_release unlocked;
+                return shmpool::ShareableList::attach(name);
+            },
+            py::arg("name"))
+        .def("__len__", &shmpool::ShareableList::size)
+        .def("get",
+             [](const shmpool::ShareableList& l, std::ptrdiff_t i) { return to_python(l.get(i)); })
+        .def("set", [](shmpool::ShareableList& l, std::ptrdiff_t i,
+                       const py::handle& v) { l.set(i, from_python(v)); })
+        .def("item_format", &shmpool::ShareableList::item_format)
+        .def_property_readonly("format", &shmpool::ShareableList::format)
+        .def_property_readonly("name", [](const shmpool::ShareableList& l) { return l.name(); });
+}
