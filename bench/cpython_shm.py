@@ -1,10 +1,19 @@
 #!/usr/bin/env python3
-"""CPython's side of the shm benchmarks: the same operations as bench_shm.cpp, in ns per op (JSON)."""
+"""CPython's side of the shm benchmarks: the same operations as bench_shm.cpp, in ns per op (JSON).
+
+    cpython_shm.py [--module shmpool]
+
+With --module shmpool the same operations go through shmpool's Python module
+(shmpool.shared_memory, on PYTHONPATH) instead of CPython's."""
 import json
 import os
 import sys
 import timeit
-from multiprocessing import resource_tracker, shared_memory
+
+if "--module" in sys.argv and sys.argv[sys.argv.index("--module") + 1] == "shmpool":
+    from shmpool import shared_memory
+else:
+    from multiprocessing import shared_memory
 
 NAME = f"shmpool_pybench_{os.getpid()}"
 TYPED = [123456789, 2.5, True, None, "short text", b"raw bytes"]

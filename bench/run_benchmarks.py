@@ -34,9 +34,20 @@ def run_gbench(binary):
     return results
 
 
-def run_python(python, script):
-    return json.loads(subprocess.run([python, os.path.join(HERE, script)], check=True,
-                                     capture_output=True, text=True).stdout)
+def run_python(python, script, *args, env=None):
+    return json.loads(subprocess.run([python, os.path.join(HERE, script), *args], check=True,
+                                     capture_output=True, text=True, env=env).stdout)
+
+
+def run_shmpool_python(build, python):
+    """The Python side again, through shmpool's Python module (when it was built), as py/..."""
+    package = os.path.join(build, "python")
+    if not os.path.isdir(os.path.join(package, "shmpool")):
+        return {}
+    env = dict(os.environ, PYTHONPATH=package,
+               SHMPOOL_TRACKER_EXE=os.path.join(build, "bin", "shmpool-tracker"))
+    figures = run_python(python, "cpython_shm.py", "--module", "shmpool", env=env)["ns_per_op"]
+    return {f"py/{key}": ns for key, ns in figures.items()}
 
 
 with open(os.path.join(ROOT, "tests", "cluster", "mpirun-flags")) as _flags:
@@ -103,6 +114,7 @@ def measure(build, python):
         pool[key] = pool[key] / n
     ours.update(pool)
     ours.update(run_cluster(build))
+    ours.update(run_shmpool_python(build, python))
     return {"shmpool_ns": ours, "cpython_ns": cp, "python": py["python"], "machine": machine()}
 
 
@@ -164,6 +176,24 @@ def build_report(results):
     r.row("SharedMemory attach+close 4 KiB", "shm_attach_close", "raw_attach_close",
           plot="block attach+close", floor_target=1.3,
           target=lambda o, c, x: (o / x <= 1.3, f"{o / x:.2f}x raw (≤ 1.3x); CPython {c / x:.2f}x raw"))
+
+    # shmpool's Python module (shmpool.shared_memory) against CPython's, both from Python.
+    if "py/list_get/int" in ours:
+        for item in ["int", "float", "bool", "none", "str", "bytes"]:
+            for op in ["get", "set"]:
+                r.row(f"Python: ShareableList {op} {item}, shmpool's module (vs CPython's)",
+                      f"py/list_{op}/{item}", cpython_key=f"list_{op}/{item}",
+                      plot=f"py list {op} {item}" if item == "int" else False,
+                      target=lambda o, c, x: (c / o >= 1, f"{c / o:.1f}x CPython (faster: > 1x)"))
+        r.row("Python: SharedMemory create+close+unlink 4 KiB, shmpool's module (vs CPython's)",
+              "py/shm_create_close_unlink", cpython_key="shm_create_close_unlink",
+              plot="py block create+unlink")
+        r.row("Python: SharedMemory attach+close 4 KiB, shmpool's module (vs CPython's)",
+              "py/shm_attach_close", cpython_key="shm_attach_close", plot="py block attach+close")
+        r.row("Python: ShareableList create, 1000 mixed, shmpool's module (vs CPython's)",
+              "py/list_create_1000_mixed", cpython_key="list_create_1000_mixed", plot=False)
+        r.row("Python: ShareableList attach, 1000 mixed, shmpool's module (vs CPython's)",
+              "py/list_attach_1000_mixed", cpython_key="list_attach_1000_mixed", plot=False)
 
     # The robust mutex, against a bare pthread mutex (default attributes) as the floor.
     ours["robust_mutex_lock_unlock_vs_robust"] = ours["robust_mutex_lock_unlock"]

@@ -2,12 +2,21 @@
 
 ``shmpool.shared_memory`` has the API of CPython's module (``SharedMemory``, ``ShareableList``)
 without its bugs (docs/python.md). ``shmpool.install()`` makes ``multiprocessing.shared_memory``
-imports, ``SharedMemoryManager``'s included, use it.
+imports, ``SharedMemoryManager``'s included, use it. ``shmpool.SharedArray`` is a numpy array in
+a shared block that C++ programs read and write in place.
 """
 
 from . import shared_memory
 
-__all__ = ["shared_memory", "install"]
+__all__ = ["shared_memory", "SharedArray", "install"]
+
+
+def __getattr__(name):
+    # SharedArray needs numpy; the drop-in shared_memory must not.
+    if name == "SharedArray":
+        from .shared_array import SharedArray
+        return SharedArray
+    raise AttributeError(f"module 'shmpool' has no attribute {name!r}")
 
 
 def install():

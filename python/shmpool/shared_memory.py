@@ -12,8 +12,10 @@ What differs from CPython's module, each on purpose:
   error, never reading out of bounds.
 """
 
+import multiprocessing
 import os
 import secrets
+import types
 from functools import partial
 
 from . import _core
@@ -26,6 +28,38 @@ _USE_POSIX = True
 _SHM_SAFE_NAME_LENGTH = 14
 _SHM_NAME_PREFIX = "/psm_"
 _encoding = "utf8"
+
+
+# Blocks live as long as CPython's do: a block made in a multiprocessing child belongs to the
+# root of its multiprocessing tree (CPython's tracker, shared by the tree, keeps it until the root
+# goes), so a child may make a block, hand its name back and exit. The root is this process,
+# unless this is a multiprocessing child of a root that named itself here; a plain subprocess is
+# a root of its own (as with CPython, whose subprocesses start trackers of their own).
+_ROOT_VARIABLE = "SHMPOOL_PYTHON_ROOT"
+
+
+def _root_pid():
+    if multiprocessing.parent_process() is not None and _ROOT_VARIABLE in os.environ:
+        return int(os.environ[_ROOT_VARIABLE])
+    return os.getpid()
+
+
+# A spawned child imports this module before multiprocessing tells it its parent (while it is
+# "inheriting"): it is no root then.
+if multiprocessing.parent_process() is None and \
+        not getattr(multiprocessing.current_process(), "_inheriting", False):
+    os.environ[_ROOT_VARIABLE] = str(os.getpid())
+    _core.ensure_tracker()  # registered now, so that children can hand it their blocks
+
+
+def _hand_to_root(name):
+    root = _root_pid()
+    if root == os.getpid():
+        return
+    try:
+        _core.transfer_ownership(name, root)
+    except (OSError, ValueError):  # the root is gone, or not a shmpool process: keep it
+        pass
 
 
 def _make_filename():
@@ -71,9 +105,12 @@ class SharedMemory:
                 except FileExistsError:
                     continue
                 break
+            _hand_to_root(name.lstrip("/"))
         else:
             name = "/" + name if self._prepend_leading_slash else name
             self._mapping = self._open(name, creating, exclusive, size)
+            if creating and exclusive:
+                _hand_to_root(name.lstrip("/"))
         self._name = name
         self._size = self._mapping.size
         self._buf = memoryview(self._mapping)
@@ -136,8 +173,10 @@ class ShareableList:
     """
 
     def __init__(self, sequence=None, *, name=None):
-        if sequence is not None:
-            items = list(sequence)
+        if sequence is None and name is not None:
+            self._list = _core.List.attach(name)
+        else:
+            items = [] if sequence is None else list(sequence)
             if name is None:
                 while True:
                     candidate = _make_filename().lstrip("/")
@@ -148,10 +187,7 @@ class ShareableList:
                     break
             else:
                 self._list = _core.List.create(name, items, True)
-        elif name is not None:
-            self._list = _core.List.attach(name)
-        else:
-            self._list = _core.List.create(_make_filename().lstrip("/"), [], True)
+            _hand_to_root(self._list.name)
         self.shm = SharedMemory(self._list.name)
 
     def _get_packing_format(self, position):
@@ -199,4 +235,4 @@ class ShareableList:
                 return position
         raise ValueError(f"{value!r} not in this container")
 
-    __class_getitem__ = classmethod(lambda cls, item: cls)
+    __class_getitem__ = classmethod(types.GenericAlias)

@@ -14,6 +14,7 @@
 #include "shmpool/shm/error.hpp"
 #include "shmpool/shm/shareable_list.hpp"
 #include "shmpool/shm/shared_memory.hpp"
+#include "shmpool/shm/tracker.hpp"
 #include "shmpool/shm/value.hpp"
 
 namespace py = pybind11;
@@ -52,14 +53,18 @@ std::shared_ptr<Mapping> open_block(const std::string& name, bool create, bool e
     if (create && exclusive)
         return std::make_shared<Mapping>(
             SharedMemory::create(name, size, {.track = track, .mode = mode}));
-    if (create) {  // O_CREAT alone: the block if it exists, else a new one
+    while (create) {  // O_CREAT alone: the block if it exists, else a new one
         try {
             return std::make_shared<Mapping>(SharedMemory::attach(name));
         } catch (const std::system_error& e) {
             if (e.code() != std::errc::no_such_file_or_directory) throw;
         }
-        return std::make_shared<Mapping>(
-            SharedMemory::create(name, size, {.track = track, .mode = mode}));
+        try {
+            return std::make_shared<Mapping>(
+                SharedMemory::create(name, size, {.track = track, .mode = mode}));
+        } catch (const std::system_error& e) {  // made by another process meanwhile: attach it
+            if (e.code() != std::errc::file_exists) throw;
+        }
     }
     return std::make_shared<Mapping>(SharedMemory::attach(name));
 }
@@ -87,9 +92,24 @@ py::object to_python(const Value& v) {
 Value from_python(const py::handle& o) {
     if (o.is_none()) return Value(shmpool::None{});
     if (py::isinstance<py::bool_>(o)) return Value(o.cast<bool>());
-    if (py::isinstance<py::int_>(o)) return Value(o.cast<std::int64_t>());
+    if (py::isinstance<py::int_>(o)) {
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(o.ptr(), &overflow);
+        if (overflow != 0) {  // what CPython's struct.pack_into raises
+            PyErr_SetString(py::module_::import("struct").attr("error").ptr(),
+                            "int too large for a ShareableList item (64 bits)");
+            throw py::error_already_set();
+        }
+        if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+        return Value(static_cast<std::int64_t>(v));
+    }
     if (py::isinstance<py::float_>(o)) return Value(o.cast<double>());
-    if (py::isinstance<py::str>(o)) return Value(o.cast<std::string>());
+    if (py::isinstance<py::str>(o)) {
+        Py_ssize_t size = 0;
+        const char* utf8 = PyUnicode_AsUTF8AndSize(o.ptr(), &size);  // lone surrogates: an error
+        if (utf8 == nullptr) throw py::error_already_set();
+        return Value(std::string(utf8, static_cast<std::size_t>(size)));
+    }
     if (py::isinstance<py::bytes>(o)) {
         return Value(shmpool::Bytes(o.cast<std::string>()));
     }
@@ -134,6 +154,17 @@ PYBIND11_MODULE(_core, m) {
     m.def("open", &open_block, py::arg("name"), py::arg("create"), py::arg("exclusive"),
           py::arg("size"), py::arg("track"), py::arg("mode") = 0600,
           "Creates (create, exclusive), opens or creates (create), or attaches a block.");
+    // This process's tracker and its node in the registry, before any thread of Python's needs
+    // the environment (the tracker's variable is set here, once): a block handed to this process
+    // needs it registered.
+    m.def("ensure_tracker", [] { return shmpool::Tracker::ensure(); });
+    m.def(
+        "transfer_ownership",
+        [](const std::string& name, pid_t pid) {
+            py::gil_scoped_release unlocked;
+            shmpool::transfer_ownership(name, pid);
+        },
+        py::arg("name"), py::arg("pid"));
     m.def(
         "unlink",
         [](const std::string& name) {

@@ -6,7 +6,9 @@
 import multiprocessing.shared_memory as cpython
 from multiprocessing import resource_tracker
 import os
+import multiprocessing
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -15,6 +17,14 @@ import unittest
 import numpy as np
 
 from shmpool import shared_memory as shm
+
+
+def _make_block_in_child():
+    block = shm.SharedMemory(create=True, size=16)
+    block.buf[:5] = b"child"
+    name = block.name
+    block.close()
+    return name
 
 
 def exists(name):
@@ -56,6 +66,19 @@ class SharedMemoryFixes(unittest.TestCase):
         finally:
             block.close()
             block.unlink()
+
+    def test_a_block_made_in_a_multiprocessing_child_outlives_the_child(self):
+        # As with CPython: the block belongs to the root of the multiprocessing tree, so a worker
+        # may make it, return its name and exit.
+        for method in ("fork", "spawn"):
+            with multiprocessing.get_context(method).Pool(1) as pool:
+                name = pool.apply(_make_block_in_child)
+            block = shm.SharedMemory(name)
+            try:
+                self.assertEqual(bytes(block.buf[:5]), b"child", method)
+            finally:
+                block.close()
+                block.unlink()
 
     def test_a_killed_creators_block_is_removed_promptly(self):
         code = ("import sys, time; from shmpool import shared_memory as s; "
@@ -130,6 +153,39 @@ class SharedMemoryFixes(unittest.TestCase):
         finally:
             theirs.shm.close()
             theirs.shm.unlink()
+
+    def test_a_full_dev_shm_is_enospc_at_creation_and_leaves_nothing(self):
+        # CPython: the block is created, and the first write past the free space is a SIGBUS.
+        # Here /dev/shm is a 1 MiB tmpfs of a private mount namespace (root only).
+        if os.geteuid() != 0:
+            self.skipTest("needs root for a private /dev/shm")
+        code = ("import os; from shmpool import shared_memory as s\n"
+                "try:\n"
+                "    s.SharedMemory(create=True, size=2 << 20)\n"
+                "except OSError as e:\n"
+                "    blocks = [n for n in os.listdir('/dev/shm') if not n.startswith('.')]\n"
+                "    print(type(e).__name__, e.errno, blocks)\n")
+        script = ("mount -t tmpfs -o size=1m shmpool-test /dev/shm && "
+                  f"exec {sys.executable} -c \"$0\"")
+        out = subprocess.run(["unshare", "-m", "sh", "-c", script, code], capture_output=True,
+                             text=True, env=os.environ.copy())
+        if out.returncode != 0 and "unshare" in out.stderr:
+            self.skipTest(f"no private mount namespace: {out.stderr.strip()}")
+        self.assertEqual(out.stdout.strip(), "OSError 28 []", out.stderr)
+
+    def test_values_a_list_cannot_hold_are_cpythons_errors(self):
+        sl = shm.ShareableList([1, "abc"])
+        try:
+            with self.assertRaises(struct.error):
+                sl[0] = 2 ** 70
+            with self.assertRaises(UnicodeEncodeError):
+                sl[1] = "\udc80"
+            with self.assertRaises(TypeError):
+                sl[0] = [1]
+            self.assertEqual(list(sl), [1, "abc"])
+        finally:
+            sl.shm.close()
+            sl.shm.unlink()
 
     def test_install_makes_the_stdlib_module_ours(self):
         code = ("import shmpool; shmpool.install(); "
