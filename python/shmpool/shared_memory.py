@@ -49,7 +49,10 @@ def _root_pid():
 if multiprocessing.parent_process() is None and \
         not getattr(multiprocessing.current_process(), "_inheriting", False):
     os.environ[_ROOT_VARIABLE] = str(os.getpid())
-    _core.ensure_tracker()  # registered now, so that children can hand it their blocks
+    try:
+        _core.ensure_tracker()  # registered now, so that children can hand it their blocks
+    except OSError:  # no tracker to start: creating a block says why, with the fix
+        pass
 
 
 def _hand_to_root(name):

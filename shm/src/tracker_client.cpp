@@ -20,6 +20,9 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "internal.hpp"
 #include "registry.hpp"
@@ -75,8 +78,15 @@ std::string start_tracker() {
     boost::asio::io_context ctx;
     boost::asio::readable_pipe out(ctx);
     boost::system::error_code ec;
-    bp::process proc(ctx, exe, {"--root-pid", std::to_string(::getpid())},
-                     bp::process_stdio{nullptr, out, {}});
+    std::optional<bp::process> started;
+    try {
+        started.emplace(ctx, exe,
+                        std::vector<std::string>{"--root-pid", std::to_string(::getpid())},
+                        bp::process_stdio{nullptr, out, {}});
+    } catch (const boost::system::system_error& e) {  // e.g. SHMPOOL_TRACKER_EXE names nothing
+        throw_errno(e.code().value(), fmt::format("cannot start the tracker '{}'", exe));
+    }
+    bp::process& proc = *started;
     // The tracker announces "READY <socket>" once it listens; a bounded wait, never a sleep.
     std::string line;
     int fd = out.native_handle();

@@ -187,6 +187,18 @@ class SharedMemoryFixes(unittest.TestCase):
             sl.shm.close()
             sl.shm.unlink()
 
+    def test_no_tracker_to_start_is_an_oserror_when_a_block_is_made_not_at_import(self):
+        code = ("from shmpool import shared_memory as s\n"
+                "try:\n"
+                "    s.SharedMemory(create=True, size=64)\n"
+                "except OSError as e:\n"
+                "    print(e.errno, 'cannot start the tracker' in str(e))\n")
+        env = dict(os.environ, SHMPOOL_TRACKER_EXE="/nonexistent/shmpool-tracker")
+        env.pop("SHMPOOL_TRACKER", None)  # no tracker to inherit either
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env)
+        self.assertEqual(out.stdout.strip(), "2 True", out.stderr)
+
     def test_install_makes_the_stdlib_module_ours(self):
         code = ("import shmpool; shmpool.install(); "
                 "import multiprocessing.shared_memory as m; "
