@@ -47,6 +47,9 @@ def run_shmpool_python(build, python):
     env = dict(os.environ, PYTHONPATH=package,
                SHMPOOL_TRACKER_EXE=os.path.join(build, "bin", "shmpool-tracker"))
     figures = run_python(python, "cpython_shm.py", "--module", "shmpool", env=env)["ns_per_op"]
+    # shmpool.Pool from Python, on the C++ pool benchmark's own trivial task.
+    figures.update(run_python(python, "python_pool.py",
+                              os.path.join(build, "bin", "shmpool_bench_pool"), env=env)["ns_per_op"])
     return {f"py/{key}": ns for key, ns in figures.items()}
 
 
@@ -194,6 +197,20 @@ def build_report(results):
               "py/list_create_1000_mixed", cpython_key="list_create_1000_mixed", plot=False)
         r.row("Python: ShareableList attach, 1000 mixed, shmpool's module (vs CPython's)",
               "py/list_attach_1000_mixed", cpython_key="list_attach_1000_mixed", plot=False)
+    if "py/pool_map_default_chunks" in ours:
+        # shmpool.Pool from Python against multiprocessing.Pool, both mapping a trivial function
+        # over list(range(1000000)) with default chunks, results in a list.
+        r.row("Python: shmpool.Pool.map, trivial C++ task, default chunks, per item "
+              "(vs multiprocessing.Pool.map)", "py/pool_map_default_chunks",
+              cpython_key="pool_map_default_chunks", plot="py Pool.map", cpython_target=10,
+              target=lambda o, c, x: (c / o >= 10, f"{c / o:.1f}x multiprocessing (≥ 10x)"))
+        r.row("Python: shmpool.Pool.map_array, numpy in and out, default chunks, per item "
+              "(vs multiprocessing.Pool.map)", "py/pool_map_array_default_chunks",
+              cpython_key="pool_map_default_chunks", plot="py Pool.map_array", cpython_target=10,
+              target=lambda o, c, x: (c / o >= 10, f"{c / o:.1f}x multiprocessing (≥ 10x)"))
+        r.row("Python: shmpool.Pool.map, trivial C++ task, chunksize 1, per item "
+              "(vs multiprocessing.Pool.map)", "py/pool_map_chunksize_1",
+              cpython_key="pool_map_chunksize_1", plot=False)
 
     # The robust mutex, against a bare pthread mutex (default attributes) as the floor.
     ours["robust_mutex_lock_unlock_vs_robust"] = ours["robust_mutex_lock_unlock"]

@@ -1,5 +1,7 @@
 // The process-wide table of registered tasks (filled during static initialisation), and the
 // clock every process of a pool shares.
+#include <fmt/format.h>
+
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -78,6 +80,43 @@ std::uint64_t task_registry_fingerprint() noexcept {
         mix(entry.signature);
     }
     return h;
+}
+
+namespace {
+std::string json_string(std::string_view text) {
+    std::string out = "\"";
+    for (const char c : text) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += c;
+        } else if (static_cast<unsigned char>(c) < 0x20) {
+            out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+        } else {
+            out += c;
+        }
+    }
+    return out + '"';
+}
+}  // namespace
+
+std::string describe_tasks() {
+    Registry& r = registry();
+    std::lock_guard lock(r.mutex);
+    // Version 1 of this format; the Python package refuses another.
+    std::string out = R"({"shmpool_tasks": 1, "tasks": {)";
+    const char* separator = "";
+    for (const auto& [name, entry] : r.tasks) {
+        // Only tasks registered through Task<Fn>, and not shmpool's own (pipeline steps).
+        if (entry.describe == nullptr || name.starts_with("shmpool.")) continue;
+        std::string signature = entry.describe();
+        signature.pop_back();  // the closing brace: the strides go inside
+        const std::string packed =
+            entry.packed ? fmt::format("[{}, {}]", entry.in_stride, entry.out_stride) : "null";
+        out += fmt::format("{}\n  {}: {}, \"packed\": {}}}", separator, json_string(name),
+                           signature, packed);
+        separator = ",";
+    }
+    return out + "\n}}\n";
 }
 
 Invoker find_task(std::string_view name) noexcept {

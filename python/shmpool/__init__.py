@@ -1,21 +1,31 @@
-"""shmpool for Python: a drop-in ``multiprocessing.shared_memory`` on shmpool's C++ library.
+"""shmpool for Python: a drop-in ``multiprocessing.shared_memory`` on shmpool's C++ library, and
+pools of C++ workers driven from Python.
 
 ``shmpool.shared_memory`` has the API of CPython's module (``SharedMemory``, ``ShareableList``)
 without its bugs (docs/python.md). ``shmpool.install()`` makes ``multiprocessing.shared_memory``
 imports, ``SharedMemoryManager``'s included, use it. ``shmpool.SharedArray`` is a numpy array in
-a shared block that C++ programs read and write in place.
+a shared block that C++ programs read and write in place. ``shmpool.Pool`` runs a C++ worker
+program's tasks with multiprocessing.Pool's methods.
 """
 
 from . import shared_memory
 
-__all__ = ["shared_memory", "SharedArray", "install"]
+_POOL_NAMES = ("Pool", "Future", "PoolStats", "WorkerEvent", "Progress", "ExitReason",
+               "TaskSignature", "PoolError", "TaskError", "WorkerCrashed", "TaskTimeout",
+               "TaskCancelled", "PoolClosed", "WorkerStartFailed", "IncompatibleWorker")
+
+__all__ = ["shared_memory", "SharedArray", "install", *_POOL_NAMES]
 
 
 def __getattr__(name):
-    # SharedArray needs numpy; the drop-in shared_memory must not.
+    # Loaded on first use: SharedArray needs numpy, and the drop-in shared_memory (imported by
+    # every interpreter that install()s it) needs neither numpy nor the pool's imports.
     if name == "SharedArray":
         from .shared_array import SharedArray
         return SharedArray
+    if name in _POOL_NAMES:
+        from . import pool
+        return getattr(pool, name)
     raise AttributeError(f"module 'shmpool' has no attribute {name!r}")
 
 

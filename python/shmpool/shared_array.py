@@ -78,6 +78,11 @@ class SharedArray(np.ndarray):
         """The block's name, for C++ tasks and other processes."""
         return self._shared_block().name
 
+    @property
+    def _shmpool_block_name(self):
+        # What shmpool.Pool passes to a C++ task taking a std::string.
+        return self.name
+
     def unlink(self):
         """Removes the block from /dev/shm; the memory stays valid while arrays use it."""
         self._shared_block().unlink()

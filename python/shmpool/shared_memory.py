@@ -2,7 +2,9 @@
 
 What differs from CPython's module, each on purpose:
 - an attacher never unlinks a block at its exit (gh-82300): only the creator owns a block, and
-  shmpool's tracker removes the blocks of a creator that died, at once;
+  shmpool's tracker removes the blocks of a creator that died, at once; Python 3.13's ``track``
+  parameter is accepted on every version, default None (this behaviour), True on attach meaning
+  3.13's "this process owns it too", False meaning untracked;
 - ``close()`` never raises ``BufferError`` and never unmaps memory that a live view (a
   memoryview, a numpy array) points to: the mapping goes with the last view;
 - a full ``/dev/shm`` is ``OSError(ENOSPC)`` with a hint when the block is created, never a
@@ -12,10 +14,12 @@ What differs from CPython's module, each on purpose:
   error, never reading out of bounds.
 """
 
+import atexit
 import multiprocessing
 import os
 import secrets
 import types
+import warnings
 from functools import partial
 
 from . import _core
@@ -55,14 +59,31 @@ if multiprocessing.parent_process() is None and \
         pass
 
 
+# The blocks this process owns through this module, for the warning at exit.
+_owned = set()
+
+
+@atexit.register
+def _warn_leaked():
+    # CPython's resource tracker warns, in these words, about the blocks its processes leave
+    # behind; code and CPython's tests look for them. shmpool's tracker removes the blocks when
+    # this process is gone.
+    leaked = sorted(n for n in _owned if os.path.exists("/dev/shm/" + n))
+    if leaked:
+        warnings.warn(f"resource_tracker: There appear to be {len(leaked)} leaked shared_memory "
+                      f"objects to clean up at shutdown: {', '.join(leaked)} (shmpool's tracker "
+                      f"removes them as this process exits)", UserWarning, stacklevel=1)
+
+
 def _hand_to_root(name):
     root = _root_pid()
     if root == os.getpid():
+        _owned.add(name)
         return
     try:
         _core.transfer_ownership(name, root)
     except (OSError, ValueError):  # the root is gone, or not a shmpool process: keep it
-        pass
+        _owned.add(name)
 
 
 def _make_filename():
@@ -83,13 +104,19 @@ class SharedMemory:
     """
 
     _name = None
+    _track = None
     _mapping = None
     _buf = None
     _flags = os.O_RDWR
     _mode = 0o600
     _prepend_leading_slash = True
 
-    def __init__(self, name=None, create=False, size=0):
+    def __init__(self, name=None, create=False, size=0, *, track=None):
+        # track (Python 3.13's parameter): None, the default, is CPython's default without its
+        # bug: the creator owns the block, an attacher does not. True on attach is 3.13's
+        # meaning: this process owns the block too, and it is removed when this process exits.
+        # False: nothing is tracked, and the block lives until someone unlinks it.
+        self._track = track
         if not size >= 0:
             raise ValueError("'size' must be a positive integer")
         if create:
@@ -108,12 +135,17 @@ class SharedMemory:
                 except FileExistsError:
                     continue
                 break
-            _hand_to_root(name.lstrip("/"))
+            if track is not False:
+                _hand_to_root(name.lstrip("/"))
         else:
             name = "/" + name if self._prepend_leading_slash else name
             self._mapping = self._open(name, creating, exclusive, size)
             if creating and exclusive:
-                _hand_to_root(name.lstrip("/"))
+                if track is not False:
+                    _hand_to_root(name.lstrip("/"))
+            elif track:
+                _core.adopt_ownership(name.lstrip("/"))
+                _owned.add(name.lstrip("/"))
         self._name = name
         self._size = self._mapping.size
         self._buf = memoryview(self._mapping)
@@ -122,7 +154,7 @@ class SharedMemory:
         if "\0" in name:
             raise ValueError("embedded null character in the name")
         return _core.open(name.lstrip("/"), creating, exclusive, size if creating else 0,
-                          True, self._mode)
+                          self._track is not False, self._mode)
 
     def __del__(self):
         try:
@@ -154,6 +186,11 @@ class SharedMemory:
         "Size in bytes."
         return self._size
 
+    @property
+    def _shmpool_block_name(self):
+        # What shmpool.Pool passes to a C++ task taking a std::string.
+        return self.name
+
     def close(self):
         """Closes access to the block from this instance. Views of ``buf`` stay valid: the memory
         is unmapped when the last of them goes (CPython raises BufferError here instead, or,
@@ -168,6 +205,7 @@ class SharedMemory:
         if "\0" in self._name:
             raise ValueError("embedded null character in the name")
         _core.unlink(self._name.lstrip("/"))
+        _owned.discard(self._name.lstrip("/"))
 
 
 class ShareableList:

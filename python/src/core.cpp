@@ -11,6 +11,7 @@
 #include <system_error>
 #include <utility>
 
+#include "pool_binding.hpp"
 #include "shmpool/shm/error.hpp"
 #include "shmpool/shm/shareable_list.hpp"
 #include "shmpool/shm/shared_memory.hpp"
@@ -166,6 +167,13 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("name"), py::arg("pid"));
     m.def(
+        "adopt_ownership",
+        [](const std::string& name) {
+            py::gil_scoped_release unlocked;
+            shmpool::adopt_ownership(name);
+        },
+        py::arg("name"));
+    m.def(
         "unlink",
         [](const std::string& name) {
             py::gil_scoped_release unlocked;
@@ -200,4 +208,6 @@ PYBIND11_MODULE(_core, m) {
         .def("item_format", &shmpool::ShareableList::item_format)
         .def_property_readonly("format", &shmpool::ShareableList::format)
         .def_property_readonly("name", [](const shmpool::ShareableList& l) { return l.name(); });
+
+    shmpool::python::bind_pool(m);
 }

@@ -1,7 +1,10 @@
-"""CPython's own shared-memory tests (_TestSharedMemory, from Debian's libpython3.11-testsuite)
-run unmodified against shmpool.shared_memory.
+"""CPython's own shared-memory tests (_TestSharedMemory, from Debian's libpython3.11-testsuite,
+or the test package of another CPython, e.g. pyenv's 3.13) run unmodified against
+shmpool.shared_memory, under the interpreter that runs this script.
 
     run_cpython_shm_tests.py BUILD_PYTHON_DIR VENV_DIR --start-method fork|spawn|forkserver
+
+BUILD_PYTHON_DIR holds the package built for that interpreter.
 
 It makes a virtual environment whose .pth files put shmpool on the path and make it
 multiprocessing.shared_memory in every interpreter started there (the multiprocessing children,
@@ -114,8 +117,8 @@ def main():
         try:
             import test._test_multiprocessing  # noqa: F401
         except ImportError:
-            print("CPython's test suite is not installed (Debian: libpython3.11-testsuite): "
-                  "skipped")
+            print(f"CPython's test suite is not installed for {sys.executable} (Debian: "
+                  f"libpython3.11-testsuite): skipped")
             return 77
         make_venv(args.build_python, args.venv)
         return subprocess.run([os.path.join(args.venv, "bin", "python"), os.path.abspath(__file__),

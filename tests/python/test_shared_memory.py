@@ -67,6 +67,34 @@ class SharedMemoryFixes(unittest.TestCase):
             block.close()
             block.unlink()
 
+    def test_track_as_python_3_13_means_it_on_every_version(self):
+        # track=True on attach: this process owns the block too, and its exit removes it, with
+        # CPython's warning; track=False on create: the creator's exit leaves the block.
+        block = shm.SharedMemory(create=True, size=64)
+        try:
+            code = ("from shmpool import shared_memory as s; "
+                    f"b = s.SharedMemory({block.name!r}, track=True); b.close()")
+            done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                  text=True, env=os.environ.copy())
+            self.assertIn("resource_tracker: There appear to be 1 leaked shared_memory objects "
+                          "to clean up at shutdown: " + block.name, done.stderr)
+            deadline = time.monotonic() + 10  # a bound: the tracker removes it as the child exits
+            while exists(block.name) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.assertFalse(exists(block.name))
+        finally:
+            block.close()
+        code = ("from shmpool import shared_memory as s; "
+                "b = s.SharedMemory(create=True, size=64, track=False); print(b.name)")
+        done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                              text=True, env=os.environ.copy())
+        name = done.stdout.strip()
+        try:
+            self.assertNotIn("resource_tracker", done.stderr)  # it owned nothing
+            self.assertTrue(exists(name))
+        finally:
+            shm.SharedMemory(name, track=False).unlink()
+
     def test_a_block_made_in_a_multiprocessing_child_outlives_the_child(self):
         # As with CPython: the block belongs to the root of the multiprocessing tree, so a worker
         # may make it, return its name and exit.

@@ -123,7 +123,11 @@ void SlotTable::post(const SlotsLocked& locked, unsigned w, unsigned b, Chunk ch
                         "slot_bytes ({}) next to the task's name",
                         job.task, job.sink->submitted_index(next), length, slot.capacity())));
     };
-    if (job.items.packed()) {
+    if (job.items.packed() && job.sink->cancelled(first)) {
+        // A cancelled job (its sink settled every item it had not started): nothing runs.
+        dropped = chunk.size();
+        first = next = chunk.end;
+    } else if (job.items.packed()) {
         // The results leave half the response area free for the error records of items that
         // throw.
         const std::size_t in = job.items.in_stride;

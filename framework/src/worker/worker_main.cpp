@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -149,6 +150,23 @@ void init(int argc, char** argv) noexcept {
     // NOLINTNEXTLINE(concurrency-mt-unsafe): see worker_main
     const char* role_variable = std::getenv("SHMPOOL_ROLE");
     const std::string_view role = role_variable ? role_variable : "";
+    if (role == "describe") {
+        // For another language's pool (the Python package): what each task takes and returns.
+        // Before any other work of the program, which then ends.
+        int status = 0;
+        try {
+            detail::check_task_registry();
+            const std::string text = detail::describe_tasks();
+            status = std::fwrite(text.data(), 1, text.size(), stdout) == text.size() &&
+                             std::fflush(stdout) == 0
+                         ? 0
+                         : 1;
+        } catch (const std::exception& e) {
+            fmt::print(stderr, "shmpool: error: {}\n", e.what());
+            status = 1;
+        }
+        std::exit(status);  // NOLINT(concurrency-mt-unsafe): before the program starts threads
+    }
     if (role == "fork_server") {
         // The server never returns from here; each worker it forks does, and goes on below as
         // an exec'd worker would.

@@ -40,6 +40,7 @@ class Reader {
     Reader(const char* data, std::size_t size) : p_(data), end_(data + size) {}
     void bytes(void* out, std::size_t n) {
         if (static_cast<std::size_t>(end_ - p_) < n) throw std::length_error("truncated task data");
+        if (n == 0) return;  // out may be null then (an empty vector's data())
         std::memcpy(out, p_, n);
         p_ += n;
     }

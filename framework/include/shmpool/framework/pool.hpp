@@ -40,6 +40,8 @@ namespace shmpool {
 
 /// Called at the top of main(): in a process launched as a worker, runs the worker and exits;
 /// elsewhere returns at once. Never throws: a worker that fails reports on stderr and exits.
+/// Run with SHMPOOL_ROLE=describe in its environment, the program prints its tasks' argument and
+/// result types as JSON and exits (how the Python package learns to encode them).
 void init(int argc, char** argv) noexcept;
 
 /// This process's long-lived mapping of block `name`: in a worker, one of the pool's

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "shmpool/framework/codec.hpp"
+#include "shmpool/framework/detail/type_descriptor.hpp"
 
 namespace shmpool::detail {
 
@@ -49,6 +50,8 @@ struct TaskEntry {
     std::uint32_t in_stride = 0;     ///< sizeof the argument (packed tasks)
     std::uint32_t out_stride = 0;    ///< sizeof the result, 0 for void (packed tasks)
     const char* signature = "";      ///< the function's type (the same in every rank of a job)
+    /// The parameters' and result's wire types (type_descriptor.hpp), for other languages.
+    std::string (*describe)() = nullptr;
 };
 
 /// Registers a task and returns its name as the registry keeps it (valid for the life of the
@@ -62,18 +65,11 @@ void check_task_registry();
 Invoker find_task(std::string_view name) noexcept;
 /// Everything registered under `name` (all null if nothing is).
 TaskEntry find_task_entry(std::string_view name) noexcept;
+/// Every registered task with its wire types and packed strides, as JSON (SHMPOOL_ROLE=describe).
+std::string describe_tasks();
 /// A fingerprint of every registered task's name and signature: two programs whose tasks agree
 /// have the same one.
 std::uint64_t task_registry_fingerprint() noexcept;
-
-/// Whether T travels as its bytes alone (the built-in codec of trivially copyable types).
-template <class T>
-constexpr bool raw_codec_v = [] {
-    if constexpr (requires { Codec<T>::raw_bytes; })
-        return Codec<T>::raw_bytes;
-    else
-        return false;
-}();
 
 template <class F>
 struct FunctionTraits;
@@ -145,10 +141,14 @@ void invoke_packed(const char* in, char* out, std::uint32_t& i, std::uint32_t co
 
 template <auto Fn>
 TaskEntry task_entry() {
+    using Traits = FunctionTraits<decltype(Fn)>;
     TaskEntry e{&invoke<Fn>};
     e.signature = typeid(decltype(Fn)).name();
+    e.describe = [] {
+        return signature_descriptor<typename Traits::Result>(
+            static_cast<typename Traits::Arguments*>(nullptr));
+    };
     if constexpr (packable_v<Fn>) {
-        using Traits = FunctionTraits<decltype(Fn)>;
         using R = typename Traits::Result;
         e.packed = &invoke_packed<Fn>;
         e.in_stride = sizeof(std::tuple_element_t<0, typename Traits::Arguments>);
