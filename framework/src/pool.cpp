@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -53,7 +54,10 @@ struct Pool::Impl {
     std::optional<detail::Supervisor> supervisor;
     std::unique_ptr<detail::RemoteNodes> remote;  // cluster mode: the pool's other nodes
     std::shared_ptr<detail::PoolLink> link = std::make_shared<detail::PoolLink>();
-    bool joined = false;
+    // join() and terminate() may race (a terminate from another thread while a join waits for
+    // the queued work): the stop itself runs once, under stop_mutex.
+    std::mutex stop_mutex;
+    std::atomic<bool> joined{false};
 
     void wait_until_started();
     void attach_remote(detail::ClusterHook& cluster);
@@ -170,6 +174,7 @@ void Pool::Impl::wait_until_started() {
 // After the queue is stopping: the supervisor ends once no worker is left; then the watcher,
 // the workers' last words, and the block.
 void Pool::Impl::stop() {
+    std::lock_guard lock(stop_mutex);
     if (joined) return;
     link->close();
     bell->ring();
@@ -236,18 +241,23 @@ void Pool::join() {
 
 void Pool::terminate() {
     Impl& m = *impl_;
-    if (m.joined) return;
     {
-        // Queued work fails with PoolClosed; running work fails as its workers die.
-        detail::SlotGuard guard(m.slots->lock());
-        if (m.remote) m.remote->terminate(guard.proof());
-        for (const detail::Chunk& chunk : m.queue.terminate()) {
-            m.router.fail_all(guard.proof(), chunk, std::make_exception_ptr(PoolClosed()));
-            m.queue.finish(chunk.size());
+        // Not while a join() from another thread is stopping the pool (then there is nothing
+        // left to kill).
+        std::lock_guard stopping(m.stop_mutex);
+        if (m.joined) return;
+        {
+            // Queued work fails with PoolClosed; running work fails as its workers die.
+            detail::SlotGuard guard(m.slots->lock());
+            if (m.remote) m.remote->terminate(guard.proof());
+            for (const detail::Chunk& chunk : m.queue.terminate()) {
+                m.router.fail_all(guard.proof(), chunk, std::make_exception_ptr(PoolClosed()));
+                m.queue.finish(chunk.size());
+            }
         }
+        m.workers->kill_all();
     }
-    m.workers->kill_all();
-    m.queue.wait_idle_then_stop();
+    m.queue.wait_idle_then_stop();  // a join() waiting here too wakes up as well
     m.stop();
 }
 

@@ -270,6 +270,10 @@ class _FutureCompleter:
 
 
 _live_pools = weakref.WeakSet()
+# Every pool's future completer, the pool's gone or not (its thread keeps it): their threads are
+# joined before the interpreter finalizes, which a thread still in the extension would not
+# survive.
+_completers = weakref.WeakSet()
 
 
 class Pool:
@@ -286,7 +290,8 @@ class Pool:
     on_progress (called with a Progress). Callbacks run on a thread of the pool's.
 
     As a context manager: a normal exit closes the pool and waits for its work; an exception
-    (Ctrl-C's KeyboardInterrupt included) terminates it. Every wait can be interrupted by Ctrl-C.
+    (Ctrl-C's KeyboardInterrupt included) terminates it. Every wait for work can be interrupted
+    by Ctrl-C.
     """
 
     def __init__(self, executable, workers=0, *, max_retries=1, task_timeout=0,
@@ -330,6 +335,7 @@ class Pool:
             "max_memory_per_worker": max_memory_per_worker,
         }
         self._futures = _FutureCompleter()
+        _completers.add(self._futures)
         self._handle = _core.PoolHandle(options, on_worker_exit, on_progress)
         self._state = "running"
         _live_pools.add(self)
@@ -438,8 +444,10 @@ class Pool:
             self._state = "closed"
 
     def terminate(self):
-        """Stops now: the workers are killed, queued work fails with PoolClosed."""
+        """Stops now: the workers are killed, queued work fails with PoolClosed. Not from a
+        callback of the pool (RuntimeError)."""
         self._check_owner()
+        self._check_not_in_callback("terminate")
         if self._handle is not None and self._state != "terminated":
             self._handle.terminate()
             self._state = "terminated"
@@ -447,8 +455,10 @@ class Pool:
 
     def join(self, timeout=None):
         """Waits for the queued work and the workers' exit, after close() or terminate().
-        Whether they are over (False only when `timeout` seconds passed first)."""
+        Whether they are over (False only when `timeout` seconds passed first). Not from a
+        callback of the pool (RuntimeError)."""
         self._check_owner()
+        self._check_not_in_callback("join")
         if self._state == "running":
             raise ValueError("join() needs close() or terminate() first: the pool is running")
         done = self._handle.join(timeout)
@@ -462,7 +472,11 @@ class Pool:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self.close()
-            self.join()
+            try:
+                self.join()
+            except BaseException:  # Ctrl-C while the work finishes: stop now
+                self.terminate()
+                raise
         else:
             self.terminate()
 
@@ -502,6 +516,13 @@ class Pool:
             raise RuntimeError(f"this shmpool.Pool belongs to process {self._owner}, of which "
                                f"this process is a fork: a forked child cannot use its "
                                f"parent's pool (create a pool of its own)")
+
+    @staticmethod
+    def _check_not_in_callback(what):
+        # The pool stops its callback thread when it stops: not from that thread.
+        if _core.in_pool_callback():
+            raise RuntimeError(f"a callback of the pool (on_worker_exit, on_progress) cannot "
+                               f"{what} it")
 
     def _unknown_task(self, task):
         known = ", ".join(sorted(self._signatures)) or "none"
@@ -605,5 +626,8 @@ def _terminate_pools():
         if os.getpid() == pool._owner:  # pylint: disable=protected-access
             try:
                 pool.terminate()
-            except Exception:  # pylint: disable=broad-except
-                pass
+            except Exception as e:  # pylint: disable=broad-except
+                warnings.warn(f"shmpool: could not terminate {pool!r} at exit: {e}",
+                              RuntimeWarning)
+    for completer in list(_completers):
+        completer.stop(wait=True)

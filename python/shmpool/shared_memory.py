@@ -59,8 +59,10 @@ if multiprocessing.parent_process() is None and \
         pass
 
 
-# The blocks this process owns through this module, for the warning at exit.
+# The blocks this process owns through this module, for the warning at exit. A forked child
+# owns none of its parent's.
 _owned = set()
+os.register_at_fork(after_in_child=_owned.clear)
 
 
 @atexit.register

@@ -70,6 +70,17 @@ std::shared_ptr<Mapping> open_block(const std::string& name, bool create, bool e
     return std::make_shared<Mapping>(SharedMemory::attach(name));
 }
 
+// A value too big for its slot (std::length_error) as CPython's ValueError: its wording first,
+// which code (and CPython's tests) match on, then shmpool's detail.
+template <class F>
+auto fits_storage(F f) {
+    try {
+        return f();
+    } catch (const std::length_error& e) {
+        throw py::value_error(std::string("exceeds available storage: ") + e.what());
+    }
+}
+
 py::object to_python(const Value& v) {
     switch (v.type()) {
         case Value::Type::none:
@@ -125,6 +136,7 @@ PYBIND11_MODULE(_core, m) {
 
     // std::system_error carries an errno: OSError(errno, message) becomes FileNotFoundError,
     // FileExistsError, ... as Python's own calls do.
+    // NOLINTNEXTLINE(performance-unnecessary-value-param): the signature pybind11 takes
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
@@ -139,10 +151,6 @@ PYBIND11_MODULE(_core, m) {
             } else {
                 PyErr_SetString(PyExc_OSError, e.what());
             }
-        } catch (const std::length_error& e) {
-            // CPython's wording first: code (and CPython's tests) match on it.
-            PyErr_SetString(PyExc_ValueError,
-                            (std::string("exceeds available storage: ") + e.what()).c_str());
         }
     });
 
@@ -190,7 +198,8 @@ PYBIND11_MODULE(_core, m) {
                 for (const auto& item : items)
                     values.push_back(from_python(item));
                 py::gil_scoped_release unlocked;
-                return shmpool::ShareableList::create(name, values, {.track = track});
+                return fits_storage(
+                    [&] { return shmpool::ShareableList::create(name, values, {.track = track}); });
             },
             py::arg("name"), py::arg("items"), py::arg("track"))
         .def_static(
@@ -204,7 +213,7 @@ PYBIND11_MODULE(_core, m) {
         .def("get",
              [](const shmpool::ShareableList& l, std::ptrdiff_t i) { return to_python(l.get(i)); })
         .def("set", [](shmpool::ShareableList& l, std::ptrdiff_t i,
-                       const py::handle& v) { l.set(i, from_python(v)); })
+                       const py::handle& v) { fits_storage([&] { l.set(i, from_python(v)); }); })
         .def("item_format", &shmpool::ShareableList::item_format)
         .def_property_readonly("format", &shmpool::ShareableList::format)
         .def_property_readonly("name", [](const shmpool::ShareableList& l) { return l.name(); });

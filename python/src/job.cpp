@@ -3,6 +3,7 @@
 
 #include <cstring>
 #include <stdexcept>
+#include <vector>
 
 #include "shmpool/framework/errors.hpp"
 
@@ -50,19 +51,19 @@ void Job::finished(std::size_t n) {
 }
 
 void Job::set_value(Reader& r, std::size_t index) {
+    const std::size_t bytes = r.left();
+    // Checked before the item is settled: a throw settles nothing (the router then fails it).
+    if (shape_.packed_stride != 0 && bytes != shape_.packed_stride)
+        throw std::length_error("packed result of the wrong size");
+    const char* at = r.view(bytes);
     std::size_t n = 0;
     {
         std::lock_guard lock(mutex_);
         if (settle(index)) {
-            const std::size_t bytes = r.left();
-            const char* at = r.view(bytes);
-            if (shape_.packed_stride != 0) {
-                if (bytes != shape_.packed_stride)
-                    throw std::length_error("packed result of the wrong size");
+            if (shape_.packed_stride != 0)
                 std::memcpy(packed_.data() + index * shape_.packed_stride, at, bytes);
-            } else if (shape_.keep_results) {
+            else if (shape_.keep_results)
                 results_[index].assign(at, bytes);
-            }
             n = 1;
         }
     }
@@ -101,15 +102,19 @@ void Job::set_packed(const char* results, std::size_t stride, std::size_t n, std
     std::size_t count = 0;
     {
         std::lock_guard lock(mutex_);
+        std::vector<bool> fresh(n);  // settled by this call (not cancelled meanwhile)
         for (std::size_t k = 0; k < n; ++k) {
-            if (!settle(first + k)) continue;
-            ++count;
+            fresh[k] = settle(first + k);
+            count += fresh[k] ? 1 : 0;
         }
-        if (count == n)  // the usual case: one copy for the whole run
+        if (count == n) {  // the usual case: one copy for the whole run
             std::memcpy(packed_.data() + first * stride, results, n * stride);
-        else
+        } else {
             for (std::size_t k = 0; k < n; ++k)
-                std::memcpy(packed_.data() + (first + k) * stride, results + k * stride, stride);
+                if (fresh[k])
+                    std::memcpy(packed_.data() + (first + k) * stride, results + k * stride,
+                                stride);
+        }
     }
     finished(count);
 }
@@ -181,6 +186,9 @@ bool Job::cancel(bool kill) {
                     ++n;
                 }
             }
+            // Items dropped as cancelled are not counted in the job's progress: no final report
+            // will come.
+            progress_pending_ = false;
         }
         link = link_;
     }

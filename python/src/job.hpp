@@ -78,6 +78,8 @@ class Job final : public detail::ResultSink {
     /// Item `index`'s result bytes (valid while the job lives).
     std::pair<const char*, std::size_t> result(std::size_t index) const;
     std::size_t size() const noexcept { return shape_.items; }
+    /// Whether its results are packed (Shape::packed_stride bytes each, back to back).
+    bool packed() const noexcept { return shape_.packed_stride != 0; }
     const std::string& task() const noexcept { return shape_.task; }
 
   private:
@@ -85,6 +87,8 @@ class Job final : public detail::ResultSink {
     void finished(std::size_t n);    // after settling n items, outside mutex_
 
     Shape shape_;
+    // Guards everything below but the atomics. Taken alone: DoneSignal's mutex is taken after
+    // it is released (finished()), never under it.
     mutable std::mutex mutex_;
     std::condition_variable cv_;
     std::vector<std::uint8_t> settled_;

@@ -1,6 +1,7 @@
 // Wire types: the descriptor parser, and Python values to and from the codec's bytes.
 #include "wire_type.hpp"
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -10,6 +11,11 @@
 namespace py = pybind11;
 
 namespace shmpool::python {
+
+// Numbers are written and read as this machine's bytes, which the workers on it share; the
+// codec's raw bytes are little-endian on every machine shmpool runs on.
+static_assert(std::endian::native == std::endian::little);
+
 namespace {
 
 class Parser {
@@ -19,6 +25,13 @@ class Parser {
         WireType t = parse();
         if (at_ != text_.size()) fail();
         return t;
+    }
+    // A user's own Codec is known only as the rest of its bytes: only a whole argument or
+    // result can be one, never a part of another type.
+    static bool has_nested_opaque(const WireType& t) {
+        for (const WireType& item : t.items)
+            if (item.kind == WireType::Kind::opaque || has_nested_opaque(item)) return true;
+        return false;
     }
 
   private:
@@ -226,7 +239,31 @@ void put_u64(std::uint64_t n, std::string& out) {
 }  // namespace
 
 WireType parse_wire_type(std::string_view text) {
-    return Parser(text).parse_all();
+    WireType t = Parser(text).parse_all();
+    if (Parser::has_nested_opaque(t)) {  // opaque as a whole: refused in, bytes out
+        t.kind = WireType::Kind::opaque;
+        t.items.clear();
+        t.size = 0;
+    }
+    return t;
+}
+
+std::size_t min_wire_size(const WireType& type) {
+    switch (type.kind) {
+        case WireType::Kind::str:
+        case WireType::Kind::vec:
+            return sizeof(std::uint64_t);  // the length
+        case WireType::Kind::opt:
+            return 1;
+        case WireType::Kind::tuple: {
+            std::size_t n = 0;
+            for (const WireType& item : type.items)
+                n += min_wire_size(item);
+            return n;
+        }
+        default:
+            return type.size;
+    }
 }
 
 void encode(const WireType& type, py::handle value, std::string& out) {
@@ -243,8 +280,16 @@ void encode(const WireType& type, py::handle value, std::string& out) {
         }
         case WireType::Kind::character: {
             std::string bytes;
-            if (is_integer(value)) {
-                put_integer({WireType::Kind::unsigned_int, 1, 0, {}, "char"}, value, out);
+            if (is_integer(value)) {  // C++'s char is signed here: -128 to 255 both fit
+                const py::object index =
+                    py::reinterpret_steal<py::object>(PyNumber_Index(value.ptr()));
+                if (!index) python_error(type);
+                int overflow = 0;
+                const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+                if (overflow != 0 || v < -128 || v > 255)
+                    throw WireError(PyExc_OverflowError,
+                                    std::string(py::str(index)) + " does not fit char");
+                out.push_back(static_cast<char>(v));
                 return;
             }
             if (!text_bytes(value, bytes)) mismatch(type, value);
@@ -367,14 +412,18 @@ py::object decode(const WireType& type, Reader& in) {
             const auto n = in.raw<std::uint64_t>();
             if (n > in.left()) throw std::length_error("truncated task result");
             const char* bytes = in.view(n);
-            return py::reinterpret_steal<py::object>(
+            auto text = py::reinterpret_steal<py::object>(
                 PyUnicode_DecodeUTF8(bytes, static_cast<Py_ssize_t>(n), "surrogateescape"));
+            if (!text) throw py::error_already_set();
+            return text;
         }
         case WireType::Kind::array:
         case WireType::Kind::vec: {
             const std::uint64_t n =
                 type.kind == WireType::Kind::vec ? in.raw<std::uint64_t>() : type.count;
-            if (type.items[0].fixed() && n > in.left() / type.items[0].size)
+            // Bounded by the bytes there are, before the list is made.
+            if (const std::size_t least = min_wire_size(type.items[0]);
+                least != 0 && n > in.left() / least)
                 throw std::length_error("truncated task result");
             py::list out(n);
             for (std::uint64_t i = 0; i < n; ++i)

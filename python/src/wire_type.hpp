@@ -41,8 +41,12 @@ struct WireType {
     bool fixed() const noexcept { return size != 0; }
 };
 
-/// Parses a descriptor; std::invalid_argument if it is not one.
+/// Parses a descriptor; std::invalid_argument if it is not one. A type that holds `opaque` is
+/// opaque as a whole (its parts cannot be told apart).
 WireType parse_wire_type(std::string_view text);
+
+/// The fewest bytes a value of `type` takes on the wire.
+std::size_t min_wire_size(const WireType& type);
 
 /// A Python value that does not fit a wire type: raised as `python_type` (TypeError,
 /// OverflowError or ValueError) by the caller, who adds the task, item and argument.

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gate.hpp"
@@ -48,6 +49,22 @@ TEST(Pool, TerminateFailsQueuedWorkWithPoolClosed) {
     EXPECT_THROW(queued.get(), shmpool::PoolClosed);
     EXPECT_THROW(running.get(), shmpool::PoolClosed);
     EXPECT_THROW(pool.submit(square_task, 3), shmpool::PoolClosed);
+}
+
+TEST(Pool, TerminateFromAnotherThreadEndsAJoinThatWaitsForWork) {
+    // join() waits for the queued work; a terminate() from another thread meanwhile stops the
+    // pool once (the two used to stop it side by side).
+    Gate gate = Gate::create(shmpool::test::unique_name());
+    Pool pool({.workers = 1});
+    auto running = pool.submit(gated_task, gate.name(), 1);
+    ASSERT_TRUE(gate.wait_arrivals(1));  // never released: only terminate() ends it
+    auto queued = pool.submit(square_task, 2);
+    pool.close();
+    std::thread joiner([&] { pool.join(); });
+    pool.terminate();
+    joiner.join();
+    EXPECT_THROW(queued.get(), shmpool::PoolClosed);
+    EXPECT_THROW(running.get(), shmpool::PoolClosed);
 }
 
 class ParentDeath : public ::testing::TestWithParam<int> {};

@@ -107,6 +107,15 @@ void scale(const std::string& name, double factor, std::size_t begin, std::size_
 }
 SHMPOOL_TASK(scale_task, scale);
 
+// A vector of optionals travels as the optionals' bytes (vec<raw<8>>): Python must be told so.
+std::size_t count_set(const std::vector<std::optional<std::int32_t>>& values) {
+    std::size_t n = 0;
+    for (const auto& v : values)
+        n += v ? 1 : 0;
+    return n;
+}
+SHMPOOL_TASK(count_set_task, count_set);
+
 struct Custom {
     std::string text;
 };

@@ -59,6 +59,15 @@ TEST(Codec, ValuesRoundTrip) {
               (std::tuple<std::string, std::optional<int>>{"y", 4}));
 }
 
+TEST(Codec, AVectorOfTriviallyCopyableElementsTravelsAsTheirBytes) {
+    // What the descriptor vec<raw<N>> promises: a count, then N bytes per element.
+    const std::vector<std::optional<int>> values{1, std::nullopt};
+    std::string bytes;
+    shmpool::encode(bytes, values);
+    EXPECT_EQ(bytes.size(), sizeof(std::uint64_t) + 2 * sizeof(std::optional<int>));
+    EXPECT_EQ(round_trip(values), values);
+}
+
 TEST(Codec, ATruncatedMessageIsALengthError) {
     std::string bytes;
     shmpool::encode(bytes, std::string("hello"));
@@ -87,6 +96,10 @@ TEST(TypeDescriptor, NamesEachWireType) {
     EXPECT_EQ((type_descriptor<std::tuple<std::string, double, std::optional<bool>>>()),
               "tuple<str,f64,opt<bool>>");
     EXPECT_EQ(type_descriptor<Opaque>(), "opaque");
+    // The vector codec copies trivially copyable elements as bytes, an optional's included.
+    EXPECT_EQ(type_descriptor<std::vector<std::optional<int>>>(),
+              "vec<raw<" + std::to_string(sizeof(std::optional<int>)) + ">>");
+    EXPECT_EQ(type_descriptor<std::vector<std::optional<std::string>>>(), "vec<opt<str>>");
 }
 
 TEST(TypeDescriptor, DescribesASignatureAsJson) {

@@ -142,7 +142,8 @@ class Pool {
     void close();
     /// Waits for all queued work, then stops the workers (after close()).
     void join();
-    /// Stops now: workers are killed, queued work fails with PoolClosed.
+    /// Stops now: workers are killed, queued work fails with PoolClosed. It may be called while
+    /// another thread is in join(), which then returns. Not from a callback of the pool.
     void terminate();
 
     /// Workers in all, on every node (docs/cluster.md).

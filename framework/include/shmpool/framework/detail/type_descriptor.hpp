@@ -71,7 +71,14 @@ struct StructuredDescriptor<std::string> {
 };
 template <class T>
 struct StructuredDescriptor<std::vector<T>> {
-    static std::string text() { return "vec<" + type_descriptor<T>() + ">"; }
+    static std::string text() {
+        // Codec<std::vector<T>> copies the bytes of any trivially copyable T, whatever T's own
+        // codec (a std::optional<int> goes as its object representation there).
+        if constexpr (std::is_trivially_copyable_v<T> && !raw_codec_v<T>)
+            return "vec<raw<" + std::to_string(sizeof(T)) + ">>";
+        else
+            return "vec<" + type_descriptor<T>() + ">";
+    }
 };
 template <class T>
 struct StructuredDescriptor<std::optional<T>> {
