@@ -610,9 +610,13 @@ _NUMPY_TYPES = {"i8": "<i1", "i16": "<i2", "i32": "<i4", "i64": "<i8", "u8": "<u
 
 
 def _block_name(block):
+    # What the extension passes for a std::string argument (wire_type.cpp): a name, shmpool's
+    # SharedArray or SharedMemory, or CPython's SharedMemory; not any object with a .name.
     if isinstance(block, str):
         return block
-    name = getattr(block, "_shmpool_block_name", None) or getattr(block, "name", None)
+    name = getattr(block, "_shmpool_block_name", None)
+    if name is None and type(block).__module__ == "multiprocessing.shared_memory":
+        name = getattr(block, "name", None)
     if not isinstance(name, str):
         raise TypeError(f"shared_blocks takes block names, SharedArrays or SharedMemory blocks, "
                         f"not {type(block).__name__}")

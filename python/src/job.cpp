@@ -102,18 +102,22 @@ void Job::set_packed(const char* results, std::size_t stride, std::size_t n, std
     std::size_t count = 0;
     {
         std::lock_guard lock(mutex_);
-        std::vector<bool> fresh(n);  // settled by this call (not cancelled meanwhile)
-        for (std::size_t k = 0; k < n; ++k) {
-            fresh[k] = settle(first + k);
-            count += fresh[k] ? 1 : 0;
-        }
-        if (count == n) {  // the usual case: one copy for the whole run
-            std::memcpy(packed_.data() + first * stride, results, n * stride);
-        } else {
+        // The usual case, nothing of the run settled meanwhile (by a cancel): one copy, and no
+        // allocation on the way of results.
+        bool untouched = first + n <= settled_.size();
+        for (std::size_t k = 0; untouched && k < n; ++k)
+            untouched = settled_[first + k] == 0;
+        if (untouched) {
             for (std::size_t k = 0; k < n; ++k)
-                if (fresh[k])
-                    std::memcpy(packed_.data() + (first + k) * stride, results + k * stride,
-                                stride);
+                settle(first + k);
+            std::memcpy(packed_.data() + first * stride, results, n * stride);
+            count = n;
+        } else {
+            for (std::size_t k = 0; k < n; ++k) {
+                if (!settle(first + k)) continue;
+                std::memcpy(packed_.data() + (first + k) * stride, results + k * stride, stride);
+                ++count;
+            }
         }
     }
     finished(count);
